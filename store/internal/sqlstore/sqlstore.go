@@ -1,0 +1,239 @@
+// Package sqlstore is the SQL both stores share: one implementation of the
+// storage contract on database/sql, parameterised by a Dialect for the few
+// places where PostgreSQL and SQLite differ (placeholders, row locks, error
+// codes). Keeping one copy of every query is what keeps the two stores from
+// drifting apart; the conformance suite holds both to the same contract.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opgate/opgate/audit"
+	"github.com/opgate/opgate/store"
+)
+
+// Dialect is what differs between engines.
+type Dialect struct {
+	Name string
+	// Numbered makes placeholders $1, $2 … instead of ?.
+	Numbered bool
+	// ForUpdate is appended to a SELECT that locks its rows ("" where the
+	// whole database is locked by a write transaction anyway).
+	ForUpdate string
+	// SkipLocked is appended to a SELECT that claims work.
+	SkipLocked string
+	// Translate maps driver errors to store errors; it returns err unchanged
+	// when it knows nothing better.
+	Translate func(error) error
+	// Retryable reports errors after which the whole transaction may be run
+	// again (deadlocks, serialisation failures, a busy database).
+	Retryable func(error) bool
+}
+
+// DB is a store on database/sql. Writes go through W; reads outside a write
+// transaction through R (the same pool for PostgreSQL, a separate read-only
+// pool for SQLite, whose single writer would otherwise queue readers).
+type DB struct {
+	W, R *sql.DB
+	D    Dialect
+
+	mu    sync.Mutex
+	stmts map[string]string // rebound queries, by source text
+}
+
+// New wraps the pools.
+func New(w, r *sql.DB, d Dialect) *DB {
+	return &DB{W: w, R: r, D: d, stmts: map[string]string{}}
+}
+
+var _ store.Store = (*DB)(nil)
+
+// q rebinds ? placeholders for the dialect, once per query text.
+func (db *DB) q(query string) string {
+	if !db.D.Numbered {
+		return query
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if s, ok := db.stmts[query]; ok {
+		return s
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	db.stmts[query] = b.String()
+	return b.String()
+}
+
+func (db *DB) translate(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrUnavailable) {
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return db.D.Translate(err)
+}
+
+const maxAttempts = 8
+
+// InTx runs fn in a read-write transaction, retrying it on transient
+// conflicts.
+func (db *DB) InTx(ctx context.Context, fn func(store.Tx) error) error {
+	var err error
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		err = db.run(ctx, db.W, false, fn)
+		if err == nil || !db.D.Retryable(err) {
+			return db.translate(err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * 5 * time.Millisecond):
+		}
+	}
+	return db.translate(err)
+}
+
+// View runs fn in a read-only transaction.
+func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
+	return db.translate(db.run(ctx, db.R, true, fn))
+}
+
+func (db *DB) run(ctx context.Context, pool *sql.DB, readOnly bool, fn func(store.Tx) error) (err error) {
+	sqltx, err := pool.BeginTx(ctx, &sql.TxOptions{ReadOnly: readOnly && db.D.Name == "postgres"})
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	t := &tx{db: db, tx: sqltx}
+	defer func() {
+		if err != nil {
+			_ = sqltx.Rollback()
+		}
+	}()
+	if err = fn(t); err != nil {
+		return err
+	}
+	if err = sqltx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// Ping checks both pools.
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.W.PingContext(ctx); err != nil {
+		return fmt.Errorf("%w: %v", store.ErrUnavailable, err)
+	}
+	if db.R != db.W {
+		if err := db.R.PingContext(ctx); err != nil {
+			return fmt.Errorf("%w: %v", store.ErrUnavailable, err)
+		}
+	}
+	return nil
+}
+
+// Close closes both pools.
+func (db *DB) Close() error {
+	err := db.W.Close()
+	if db.R != db.W {
+		err = errors.Join(err, db.R.Close())
+	}
+	return err
+}
+
+// ScanAudit walks the history in seq order, in pages, so that memory stays
+// flat however long the chain is.
+func (db *DB) ScanAudit(ctx context.Context, after int64, fn func(audit.Event) error) error {
+	const page = 5000
+	for {
+		rows, err := db.R.QueryContext(ctx, db.q(`SELECT `+eventCols+` FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`), after, page)
+		if err != nil {
+			return db.translate(err)
+		}
+		n := 0
+		for rows.Next() {
+			e, err := scanEvent(rows)
+			if err != nil {
+				rows.Close()
+				return db.translate(err)
+			}
+			if err := fn(e); err != nil {
+				rows.Close()
+				return err
+			}
+			after = e.Seq
+			n++
+		}
+		if err := rows.Err(); err != nil {
+			rows.Close()
+			return db.translate(err)
+		}
+		rows.Close()
+		if n < page {
+			return nil
+		}
+	}
+}
+
+// AuditHead is the recorded end of the chain.
+func (db *DB) AuditHead(ctx context.Context) (int64, []byte, error) {
+	var seq int64
+	var hash []byte
+	err := db.R.QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&seq, &hash)
+	return seq, hash, db.translate(err)
+}
+
+// AuditAnchor is where verification starts.
+func (db *DB) AuditAnchor(ctx context.Context) (audit.Anchor, error) {
+	var a audit.Anchor
+	err := db.R.QueryRowContext(ctx, `SELECT anchor_seq, anchor_hash FROM audit_head WHERE id = 1`).Scan(&a.Seq, &a.Hash)
+	return a, db.translate(err)
+}
+
+// micros converts a time for storage; the zero time is NULL.
+func micros(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixMicro(), Valid: true}
+}
+
+func must(t time.Time) int64 { return t.UnixMicro() }
+
+func fromMicros(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return time.UnixMicro(n.Int64).UTC()
+}
+
+func at(n int64) time.Time { return time.UnixMicro(n).UTC() }
+
+func limit(n int) int {
+	if n <= 0 || n > 1000 {
+		return 1000
+	}
+	return n
+}

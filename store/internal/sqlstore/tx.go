@@ -1,0 +1,592 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/opgate/opgate"
+	"github.com/opgate/opgate/audit"
+	"github.com/opgate/opgate/authn"
+	"github.com/opgate/opgate/authz"
+	"github.com/opgate/opgate/lifecycle"
+	"github.com/opgate/opgate/policy"
+	"github.com/opgate/opgate/roles"
+	"github.com/opgate/opgate/store"
+)
+
+type tx struct {
+	db *DB
+	tx *sql.Tx
+
+	// The chain head once this transaction holds its lock, so that several
+	// events in one transaction lock it once.
+	headLocked bool
+	headSeq    int64
+	headHash   []byte
+}
+
+var _ store.Tx = (*tx)(nil)
+
+func (t *tx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	r, err := t.tx.ExecContext(ctx, t.db.q(query), args...)
+	return r, t.db.translate(err)
+}
+
+// execOne runs a statement that must change exactly one row.
+func (t *tx) execOne(ctx context.Context, query string, args ...any) error {
+	r, err := t.exec(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	n, err := r.RowsAffected()
+	if err != nil {
+		return t.db.translate(err)
+	}
+	if n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+func (t *tx) row(ctx context.Context, query string, args ...any) *sql.Row {
+	return t.tx.QueryRowContext(ctx, t.db.q(query), args...)
+}
+
+func (t *tx) rows(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	r, err := t.tx.QueryContext(ctx, t.db.q(query), args...)
+	return r, t.db.translate(err)
+}
+
+// where builds a conjunction of the conditions whose value is set.
+type where struct {
+	conds []string
+	args  []any
+}
+
+func (w *where) add(cond string, v any) {
+	w.conds = append(w.conds, cond)
+	w.args = append(w.args, v)
+}
+
+func (w *where) addIf(ok bool, cond string, v any) {
+	if ok {
+		w.add(cond, v)
+	}
+}
+
+func (w *where) String() string {
+	if len(w.conds) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(w.conds, " AND ")
+}
+
+type scanner interface{ Scan(...any) error }
+
+func collect[T any](t *tx, r *sql.Rows, err error, scan func(scanner) (T, error)) ([]T, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	var out []T
+	for r.Next() {
+		v, err := scan(r)
+		if err != nil {
+			return nil, t.db.translate(err)
+		}
+		out = append(out, v)
+	}
+	return out, t.db.translate(r.Err())
+}
+
+// ---- sites and terminals
+
+func (t *tx) CreateSite(ctx context.Context, s lifecycle.Site) error {
+	_, err := t.exec(ctx, `INSERT INTO sites (site_id, name, municipality_code, created_at) VALUES (?, ?, ?, ?)`,
+		s.ID, s.Name, s.MunicipalityCode, must(s.CreatedAt))
+	return err
+}
+
+func scanSite(s scanner) (lifecycle.Site, error) {
+	var v lifecycle.Site
+	var created int64
+	err := s.Scan(&v.ID, &v.Name, &v.MunicipalityCode, &created)
+	v.CreatedAt = at(created)
+	return v, err
+}
+
+func (t *tx) GetSite(ctx context.Context, id opgate.SiteID) (lifecycle.Site, error) {
+	v, err := scanSite(t.row(ctx, `SELECT site_id, name, municipality_code, created_at FROM sites WHERE site_id = ?`, id))
+	return v, t.db.translate(err)
+}
+
+func (t *tx) ListSites(ctx context.Context) ([]lifecycle.Site, error) {
+	r, err := t.rows(ctx, `SELECT site_id, name, municipality_code, created_at FROM sites ORDER BY site_id`)
+	return collect(t, r, err, scanSite)
+}
+
+func (t *tx) CreateTerminal(ctx context.Context, v lifecycle.Terminal) error {
+	_, err := t.exec(ctx, `INSERT INTO terminals (terminal_id, site_id, name, created_at, removed_at) VALUES (?, ?, ?, ?, ?)`,
+		v.ID, v.SiteID, v.Name, must(v.CreatedAt), micros(v.RemovedAt))
+	return err
+}
+
+const terminalCols = `terminal_id, site_id, name, created_at, removed_at`
+
+func scanTerminal(s scanner) (lifecycle.Terminal, error) {
+	var v lifecycle.Terminal
+	var created int64
+	var removed sql.NullInt64
+	err := s.Scan(&v.ID, &v.SiteID, &v.Name, &created, &removed)
+	v.CreatedAt, v.RemovedAt = at(created), fromMicros(removed)
+	return v, err
+}
+
+func (t *tx) GetTerminal(ctx context.Context, id opgate.TerminalID) (lifecycle.Terminal, error) {
+	v, err := scanTerminal(t.row(ctx, `SELECT `+terminalCols+` FROM terminals WHERE terminal_id = ?`, id))
+	return v, t.db.translate(err)
+}
+
+func (t *tx) ListTerminals(ctx context.Context, site opgate.SiteID) ([]lifecycle.Terminal, error) {
+	var w where
+	w.conds = append(w.conds, "removed_at IS NULL")
+	w.addIf(site != "", "site_id = ?", site)
+	r, err := t.rows(ctx, `SELECT `+terminalCols+` FROM terminals`+w.String()+` ORDER BY terminal_id`, w.args...)
+	return collect(t, r, err, scanTerminal)
+}
+
+func (t *tx) RemoveTerminal(ctx context.Context, id opgate.TerminalID, when time.Time) error {
+	return t.execOne(ctx, `UPDATE terminals SET removed_at = ? WHERE terminal_id = ? AND removed_at IS NULL`, must(when), id)
+}
+
+// ---- roles
+
+func (t *tx) PutRole(ctx context.Context, r roles.Role) error {
+	perms, _ := json.Marshal(nonNil(r.Permissions))
+	conf, _ := json.Marshal(nonNil(r.ConflictsWith))
+	res, err := t.exec(ctx, `UPDATE roles SET name = ?, permissions = ?, conflicts_with = ?, built_in = ? WHERE role_id = ?`,
+		r.Name, string(perms), string(conf), r.BuiltIn, r.ID)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		return nil
+	}
+	_, err = t.exec(ctx, `INSERT INTO roles (role_id, name, permissions, conflicts_with, built_in) VALUES (?, ?, ?, ?, ?)`,
+		r.ID, r.Name, string(perms), string(conf), r.BuiltIn)
+	return err
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func scanRole(s scanner) (roles.Role, error) {
+	var r roles.Role
+	var perms, conf string
+	if err := s.Scan(&r.ID, &r.Name, &perms, &conf, &r.BuiltIn); err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal([]byte(perms), &r.Permissions); err != nil {
+		return r, err
+	}
+	return r, json.Unmarshal([]byte(conf), &r.ConflictsWith)
+}
+
+func (t *tx) GetRole(ctx context.Context, id opgate.RoleID) (roles.Role, error) {
+	r, err := scanRole(t.row(ctx, `SELECT role_id, name, permissions, conflicts_with, built_in FROM roles WHERE role_id = ?`, id))
+	return r, t.db.translate(err)
+}
+
+func (t *tx) ListRoles(ctx context.Context) ([]roles.Role, error) {
+	r, err := t.rows(ctx, `SELECT role_id, name, permissions, conflicts_with, built_in FROM roles ORDER BY role_id`)
+	return collect(t, r, err, scanRole)
+}
+
+// ---- operators
+
+const operatorCols = `operator_id, staff_number, name, site_id, employment_type, status, valid_until, issued_at, issued_by, status_changed_at, last_login_at`
+
+func scanOperator(s scanner) (lifecycle.Operator, error) {
+	var o lifecycle.Operator
+	var validUntil, lastLogin sql.NullInt64
+	var issued, changed int64
+	err := s.Scan(&o.ID, &o.StaffNumber, &o.Name, &o.SiteID, &o.EmploymentType, &o.Status, &validUntil, &issued, &o.IssuedBy, &changed, &lastLogin)
+	o.ValidUntil, o.IssuedAt, o.StatusChanged, o.LastLoginAt = fromMicros(validUntil), at(issued), at(changed), fromMicros(lastLogin)
+	return o, err
+}
+
+func (t *tx) CreateOperator(ctx context.Context, o lifecycle.Operator) error {
+	_, err := t.exec(ctx, `INSERT INTO operators (`+operatorCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		o.ID, o.StaffNumber, o.Name, o.SiteID, o.EmploymentType, o.Status, micros(o.ValidUntil), must(o.IssuedAt), o.IssuedBy, must(o.StatusChanged), micros(o.LastLoginAt))
+	return err
+}
+
+func (t *tx) GetOperator(ctx context.Context, id opgate.OperatorID) (lifecycle.Operator, error) {
+	o, err := scanOperator(t.row(ctx, `SELECT `+operatorCols+` FROM operators WHERE operator_id = ?`, id))
+	return o, t.db.translate(err)
+}
+
+func (t *tx) GetOperatorForUpdate(ctx context.Context, id opgate.OperatorID) (lifecycle.Operator, error) {
+	o, err := scanOperator(t.row(ctx, `SELECT `+operatorCols+` FROM operators WHERE operator_id = ?`+t.db.D.ForUpdate, id))
+	return o, t.db.translate(err)
+}
+
+func (t *tx) UpdateOperator(ctx context.Context, o lifecycle.Operator) error {
+	return t.execOne(ctx, `UPDATE operators SET staff_number = ?, name = ?, site_id = ?, employment_type = ?, status = ?, valid_until = ?, status_changed_at = ?, last_login_at = ? WHERE operator_id = ?`,
+		o.StaffNumber, o.Name, o.SiteID, o.EmploymentType, o.Status, micros(o.ValidUntil), must(o.StatusChanged), micros(o.LastLoginAt), o.ID)
+}
+
+func (t *tx) ListOperators(ctx context.Context, f lifecycle.OperatorFilter) ([]lifecycle.Operator, error) {
+	var w where
+	w.addIf(f.SiteID != "", "site_id = ?", f.SiteID)
+	w.addIf(f.Status != "", "status = ?", f.Status)
+	w.addIf(f.StaffNumber != "", "staff_number = ?", f.StaffNumber)
+	w.addIf(f.After != "", "operator_id > ?", f.After)
+	w.args = append(w.args, limit(f.Limit))
+	r, err := t.rows(ctx, `SELECT `+operatorCols+` FROM operators`+w.String()+` ORDER BY operator_id LIMIT ?`, w.args...)
+	return collect(t, r, err, scanOperator)
+}
+
+func (t *tx) CountOperators(ctx context.Context) (int, error) {
+	var n int
+	err := t.row(ctx, `SELECT COUNT(*) FROM operators`).Scan(&n)
+	return n, t.db.translate(err)
+}
+
+func (t *tx) GetLock(ctx context.Context, id opgate.OperatorID) (lifecycle.Lock, error) {
+	l := lifecycle.Lock{OperatorID: id}
+	var start, until sql.NullInt64
+	err := t.row(ctx, `SELECT failures, window_start, locked_until, permanent, locks_in_row FROM login_locks WHERE operator_id = ?`+t.db.D.ForUpdate, id).
+		Scan(&l.Failures, &start, &until, &l.Permanent, &l.LocksInRow)
+	if err == sql.ErrNoRows {
+		return l, nil // no failures yet
+	}
+	l.WindowStart, l.Until = fromMicros(start), fromMicros(until)
+	return l, t.db.translate(err)
+}
+
+func (t *tx) PutLock(ctx context.Context, l lifecycle.Lock) error {
+	res, err := t.exec(ctx, `UPDATE login_locks SET failures = ?, window_start = ?, locked_until = ?, permanent = ?, locks_in_row = ? WHERE operator_id = ?`,
+		l.Failures, micros(l.WindowStart), micros(l.Until), l.Permanent, l.LocksInRow, l.OperatorID)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		return nil
+	}
+	_, err = t.exec(ctx, `INSERT INTO login_locks (operator_id, failures, window_start, locked_until, permanent, locks_in_row) VALUES (?, ?, ?, ?, ?, ?)`,
+		l.OperatorID, l.Failures, micros(l.WindowStart), micros(l.Until), l.Permanent, l.LocksInRow)
+	return err
+}
+
+// ---- grants
+
+const grantCols = `grant_id, operator_id, role_id, site_id, status, granted_by, approved_by, reason, created_at, valid_from, valid_until, ended_at, ended_by, end_reason`
+
+func scanGrant(s scanner) (authz.Grant, error) {
+	var g authz.Grant
+	var created int64
+	var from, until, ended sql.NullInt64
+	err := s.Scan(&g.ID, &g.OperatorID, &g.RoleID, &g.SiteID, &g.Status, &g.GrantedBy, &g.ApprovedBy, &g.Reason, &created, &from, &until, &ended, &g.EndedBy, &g.EndReason)
+	g.CreatedAt, g.ValidFrom, g.ValidUntil, g.EndedAt = at(created), fromMicros(from), fromMicros(until), fromMicros(ended)
+	return g, err
+}
+
+func (t *tx) CreateGrant(ctx context.Context, g authz.Grant) error {
+	_, err := t.exec(ctx, `INSERT INTO grants (`+grantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		g.ID, g.OperatorID, g.RoleID, g.SiteID, g.Status, g.GrantedBy, g.ApprovedBy, g.Reason, must(g.CreatedAt), micros(g.ValidFrom), micros(g.ValidUntil), micros(g.EndedAt), g.EndedBy, g.EndReason)
+	return err
+}
+
+func (t *tx) GetGrant(ctx context.Context, id opgate.GrantID) (authz.Grant, error) {
+	g, err := scanGrant(t.row(ctx, `SELECT `+grantCols+` FROM grants WHERE grant_id = ?`+t.db.D.ForUpdate, id))
+	return g, t.db.translate(err)
+}
+
+func (t *tx) UpdateGrant(ctx context.Context, g authz.Grant) error {
+	return t.execOne(ctx, `UPDATE grants SET status = ?, approved_by = ?, valid_from = ?, valid_until = ?, ended_at = ?, ended_by = ?, end_reason = ? WHERE grant_id = ?`,
+		g.Status, g.ApprovedBy, micros(g.ValidFrom), micros(g.ValidUntil), micros(g.EndedAt), g.EndedBy, g.EndReason, g.ID)
+}
+
+func (t *tx) ListGrants(ctx context.Context, f authz.GrantFilter) ([]authz.Grant, error) {
+	var w where
+	w.addIf(f.OperatorID != "", "operator_id = ?", f.OperatorID)
+	w.addIf(f.SiteID != "", "site_id = ?", f.SiteID)
+	w.addIf(f.Status != "", "status = ?", f.Status)
+	w.addIf(f.After != "", "grant_id > ?", f.After)
+	w.args = append(w.args, limit(f.Limit))
+	r, err := t.rows(ctx, `SELECT `+grantCols+` FROM grants`+w.String()+` ORDER BY grant_id LIMIT ?`, w.args...)
+	return collect(t, r, err, scanGrant)
+}
+
+// ---- cards
+
+const cardCols = `card_id, operator_id, serial, label, status, credential_id, public_key, sign_count, aaguid, flags, attestation, clone_suspected, enrolled_at, enrolled_by, status_changed_at`
+
+func scanCard(s scanner) (authn.Card, error) {
+	var c authn.Card
+	var signCount int64
+	var flags int
+	var enrolled, changed int64
+	err := s.Scan(&c.ID, &c.OperatorID, &c.Serial, &c.Label, &c.Status, &c.CredentialID, &c.PublicKey, &signCount, &c.AAGUID, &flags, &c.Attestation, &c.CloneSuspected, &enrolled, &c.EnrolledBy, &changed)
+	c.SignCount, c.Flags, c.EnrolledAt, c.StatusChanged = uint32(signCount), uint8(flags), at(enrolled), at(changed)
+	return c, err
+}
+
+func (t *tx) CreateCard(ctx context.Context, c authn.Card) error {
+	_, err := t.exec(ctx, `INSERT INTO cards (`+cardCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.ID, c.OperatorID, c.Serial, c.Label, c.Status, c.CredentialID, nonNil(c.PublicKey), int64(c.SignCount), nonNil(c.AAGUID), int(c.Flags), c.Attestation, c.CloneSuspected, must(c.EnrolledAt), c.EnrolledBy, must(c.StatusChanged))
+	return err
+}
+
+func (t *tx) GetCard(ctx context.Context, id opgate.CardID) (authn.Card, error) {
+	c, err := scanCard(t.row(ctx, `SELECT `+cardCols+` FROM cards WHERE card_id = ?`+t.db.D.ForUpdate, id))
+	return c, t.db.translate(err)
+}
+
+func (t *tx) UpdateCard(ctx context.Context, c authn.Card) error {
+	return t.execOne(ctx, `UPDATE cards SET label = ?, status = ?, sign_count = ?, clone_suspected = ?, status_changed_at = ? WHERE card_id = ?`,
+		c.Label, c.Status, int64(c.SignCount), c.CloneSuspected, must(c.StatusChanged), c.ID)
+}
+
+func (t *tx) ListCards(ctx context.Context, op opgate.OperatorID) ([]authn.Card, error) {
+	r, err := t.rows(ctx, `SELECT `+cardCols+` FROM cards WHERE operator_id = ? ORDER BY enrolled_at, card_id`, op)
+	return collect(t, r, err, scanCard)
+}
+
+// ---- sessions
+
+const sessionCols = `session_id, operator_id, site_id, terminal_id, card_id, amr, created_at, last_seen_at, expires_at, ended_at, end_reason, password_change_required, refresh_hash`
+
+func scanSession(s scanner) (authn.Session, error) {
+	var v authn.Session
+	var amr string
+	var created, seen, expires int64
+	var ended sql.NullInt64
+	if err := s.Scan(&v.ID, &v.OperatorID, &v.SiteID, &v.TerminalID, &v.CardID, &amr, &created, &seen, &expires, &ended, &v.EndReason, &v.PasswordChangeRequired, &v.RefreshHash); err != nil {
+		return v, err
+	}
+	v.CreatedAt, v.LastSeenAt, v.ExpiresAt, v.EndedAt = at(created), at(seen), at(expires), fromMicros(ended)
+	if amr != "" {
+		v.AMR = strings.Split(amr, " ")
+	}
+	return v, nil
+}
+
+func (t *tx) CreateSession(ctx context.Context, s authn.Session) error {
+	_, err := t.exec(ctx, `INSERT INTO sessions (`+sessionCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		s.ID, s.OperatorID, s.SiteID, s.TerminalID, s.CardID, strings.Join(s.AMR, " "), must(s.CreatedAt), must(s.LastSeenAt), must(s.ExpiresAt), micros(s.EndedAt), s.EndReason, s.PasswordChangeRequired, nonNil(s.RefreshHash))
+	return err
+}
+
+func (t *tx) GetSession(ctx context.Context, id opgate.SessionID) (authn.Session, error) {
+	s, err := scanSession(t.row(ctx, `SELECT `+sessionCols+` FROM sessions WHERE session_id = ?`+t.db.D.ForUpdate, id))
+	return s, t.db.translate(err)
+}
+
+func (t *tx) UpdateSession(ctx context.Context, s authn.Session) error {
+	return t.execOne(ctx, `UPDATE sessions SET last_seen_at = ?, ended_at = ?, end_reason = ?, password_change_required = ?, refresh_hash = ? WHERE session_id = ?`,
+		must(s.LastSeenAt), micros(s.EndedAt), s.EndReason, s.PasswordChangeRequired, nonNil(s.RefreshHash), s.ID)
+}
+
+func (t *tx) EndSessions(ctx context.Context, scope authn.SessionScope, when time.Time, reason string) ([]opgate.SessionID, error) {
+	var w where
+	w.conds = append(w.conds, "ended_at IS NULL")
+	w.addIf(scope.OperatorID != "", "operator_id = ?", scope.OperatorID)
+	w.addIf(scope.CardID != "", "card_id = ?", scope.CardID)
+	w.addIf(scope.SiteID != "", "site_id = ?", scope.SiteID)
+	w.addIf(scope.Except != "", "session_id <> ?", scope.Except)
+	if len(w.conds) == 1 && !scope.All {
+		return nil, nil // an empty scope ends nothing rather than everything
+	}
+	r, err := t.rows(ctx, `SELECT session_id FROM sessions`+w.String()+t.db.D.ForUpdate, w.args...)
+	ids, err := collect(t, r, err, func(s scanner) (opgate.SessionID, error) {
+		var id opgate.SessionID
+		return id, s.Scan(&id)
+	})
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	args := append([]any{must(when), reason}, w.args...)
+	if _, err := t.exec(ctx, `UPDATE sessions SET ended_at = ?, end_reason = ?`+w.String(), args...); err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
+func (t *tx) EndedSessionsSince(ctx context.Context, since time.Time) ([]opgate.SessionID, error) {
+	r, err := t.rows(ctx, `SELECT session_id FROM sessions WHERE ended_at >= ? ORDER BY ended_at`, must(since))
+	return collect(t, r, err, func(s scanner) (opgate.SessionID, error) {
+		var id opgate.SessionID
+		return id, s.Scan(&id)
+	})
+}
+
+// ---- scheduled changes
+
+const changeCols = `change_id, operator_id, kind, to_site_id, reason, effective_at, created_by, created_at, status, done_at, error`
+
+func scanChange(s scanner) (lifecycle.Change, error) {
+	var c lifecycle.Change
+	var eff, created int64
+	var done sql.NullInt64
+	err := s.Scan(&c.ID, &c.OperatorID, &c.Kind, &c.ToSiteID, &c.Reason, &eff, &c.CreatedBy, &created, &c.Status, &done, &c.Error)
+	c.EffectiveAt, c.CreatedAt, c.DoneAt = at(eff), at(created), fromMicros(done)
+	return c, err
+}
+
+func (t *tx) CreateChange(ctx context.Context, c lifecycle.Change) error {
+	_, err := t.exec(ctx, `INSERT INTO scheduled_changes (`+changeCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.ID, c.OperatorID, c.Kind, c.ToSiteID, c.Reason, must(c.EffectiveAt), c.CreatedBy, must(c.CreatedAt), c.Status, micros(c.DoneAt), c.Error)
+	return err
+}
+
+func (t *tx) GetChange(ctx context.Context, id opgate.ChangeID) (lifecycle.Change, error) {
+	c, err := scanChange(t.row(ctx, `SELECT `+changeCols+` FROM scheduled_changes WHERE change_id = ?`+t.db.D.ForUpdate, id))
+	return c, t.db.translate(err)
+}
+
+func (t *tx) UpdateChange(ctx context.Context, c lifecycle.Change) error {
+	return t.execOne(ctx, `UPDATE scheduled_changes SET status = ?, done_at = ?, error = ? WHERE change_id = ?`,
+		c.Status, micros(c.DoneAt), c.Error, c.ID)
+}
+
+func (t *tx) ListChanges(ctx context.Context, f lifecycle.ChangeFilter) ([]lifecycle.Change, error) {
+	var w where
+	w.addIf(f.OperatorID != "", "operator_id = ?", f.OperatorID)
+	w.addIf(f.Status != "", "status = ?", f.Status)
+	w.addIf(f.After != "", "change_id > ?", f.After)
+	w.args = append(w.args, limit(f.Limit))
+	r, err := t.rows(ctx, `SELECT `+changeCols+` FROM scheduled_changes`+w.String()+` ORDER BY change_id LIMIT ?`, w.args...)
+	return collect(t, r, err, scanChange)
+}
+
+func (t *tx) ClaimDueChanges(ctx context.Context, now time.Time, n int) ([]lifecycle.Change, error) {
+	r, err := t.rows(ctx, `SELECT `+changeCols+` FROM scheduled_changes WHERE status = 'pending' AND effective_at <= ? ORDER BY effective_at, change_id LIMIT ?`+t.db.D.SkipLocked,
+		must(now), limit(n))
+	return collect(t, r, err, scanChange)
+}
+
+// ---- history
+
+const eventCols = `seq, at, type, actor_id, operator_id, site_id, terminal_id, resource, reason, data, prev_hash, hash`
+
+func scanEvent(s scanner) (audit.Event, error) {
+	var e audit.Event
+	var when int64
+	var data string
+	err := s.Scan(&e.Seq, &when, &e.Type, &e.ActorID, &e.OperatorID, &e.SiteID, &e.TerminalID, &e.Resource, &e.Reason, &data, &e.PrevHash, &e.Hash)
+	e.At = at(when)
+	if data != "" {
+		e.Data = []byte(data)
+	}
+	return e, err
+}
+
+// AppendAudit gives e its place at the head of the chain. The head row's
+// lock is held until this transaction ends, so appends from every replica
+// form one total order and a rolled-back change leaves no event behind.
+func (t *tx) AppendAudit(ctx context.Context, e audit.Event) (audit.Event, error) {
+	if !t.headLocked {
+		if err := t.row(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`+t.db.D.ForUpdate).Scan(&t.headSeq, &t.headHash); err != nil {
+			return e, t.db.translate(err)
+		}
+		t.headLocked = true
+	}
+	e = audit.Seal(e, t.headSeq, t.headHash)
+	if _, err := t.exec(ctx, `INSERT INTO audit_events (`+eventCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.Seq, must(e.At), e.Type, e.ActorID, e.OperatorID, e.SiteID, e.TerminalID, e.Resource, e.Reason, string(e.Data), e.PrevHash, e.Hash); err != nil {
+		return e, err
+	}
+	if _, err := t.exec(ctx, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, e.Seq, e.Hash); err != nil {
+		return e, err
+	}
+	t.headSeq, t.headHash = e.Seq, e.Hash
+	return e, nil
+}
+
+func (t *tx) ListAudit(ctx context.Context, f audit.Filter) ([]audit.Event, error) {
+	var w where
+	w.addIf(f.OperatorID != "", "operator_id = ?", f.OperatorID)
+	w.addIf(f.ActorID != "", "actor_id = ?", f.ActorID)
+	w.addIf(f.Type != "", "type = ?", f.Type)
+	w.addIf(f.Resource != "", "resource = ?", f.Resource)
+	w.addIf(f.SiteID != "", "site_id = ?", f.SiteID)
+	w.addIf(!f.From.IsZero(), "at >= ?", must(f.From))
+	w.addIf(!f.To.IsZero(), "at < ?", must(f.To))
+	w.addIf(f.AfterSeq > 0, "seq > ?", f.AfterSeq)
+	w.args = append(w.args, limit(f.Limit))
+	r, err := t.rows(ctx, `SELECT `+eventCols+` FROM audit_events`+w.String()+` ORDER BY seq LIMIT ?`, w.args...)
+	return collect(t, r, err, scanEvent)
+}
+
+// ---- policy
+
+func (t *tx) GetPolicy(ctx context.Context) (policy.Policy, error) {
+	var version int64
+	var doc string
+	err := t.row(ctx, `SELECT version, document FROM policies ORDER BY version DESC LIMIT 1`).Scan(&version, &doc)
+	if err == sql.ErrNoRows {
+		return policy.Default(), nil
+	}
+	if err != nil {
+		return policy.Policy{}, t.db.translate(err)
+	}
+	p, err := policy.Decode([]byte(doc))
+	p.Version = version
+	return p, err
+}
+
+// PutPolicy stores p as the next version. Two concurrent changes cannot
+// both become the same version: the primary key refuses the second.
+func (t *tx) PutPolicy(ctx context.Context, p policy.Policy, when time.Time, by opgate.OperatorID) (policy.Policy, error) {
+	var cur sql.NullInt64
+	if err := t.row(ctx, `SELECT MAX(version) FROM policies`).Scan(&cur); err != nil {
+		return p, t.db.translate(err)
+	}
+	p.Version = cur.Int64 + 1
+	_, err := t.exec(ctx, `INSERT INTO policies (version, document, changed_at, changed_by) VALUES (?, ?, ?, ?)`,
+		p.Version, string(policy.Encode(p)), must(when), by)
+	return p, err
+}
+
+// ---- keys and meta
+
+func (t *tx) ListSigningKeys(ctx context.Context) ([]store.StoredKey, error) {
+	r, err := t.rows(ctx, `SELECT kid, pem, created_at, not_after FROM signing_keys ORDER BY created_at, kid`)
+	return collect(t, r, err, func(s scanner) (store.StoredKey, error) {
+		var k store.StoredKey
+		var created int64
+		var notAfter sql.NullInt64
+		err := s.Scan(&k.ID, &k.PEM, &created, &notAfter)
+		k.CreatedAt, k.NotAfter = at(created), fromMicros(notAfter)
+		return k, err
+	})
+}
+
+func (t *tx) AddSigningKey(ctx context.Context, k store.StoredKey) error {
+	_, err := t.exec(ctx, `INSERT INTO signing_keys (kid, pem, created_at, not_after) VALUES (?, ?, ?, ?)`, k.ID, k.PEM, must(k.CreatedAt), micros(k.NotAfter))
+	return err
+}
+
+func (t *tx) UpdateSigningKey(ctx context.Context, k store.StoredKey) error {
+	return t.execOne(ctx, `UPDATE signing_keys SET not_after = ? WHERE kid = ?`, micros(k.NotAfter), k.ID)
+}
+
+func (t *tx) PutMeta(ctx context.Context, key, value string) error {
+	_, err := t.exec(ctx, `INSERT INTO meta (key, value) VALUES (?, ?)`, key, value)
+	return err
+}
+
+func (t *tx) GetMeta(ctx context.Context, key string) (string, error) {
+	var v string
+	err := t.row(ctx, `SELECT value FROM meta WHERE key = ?`, key).Scan(&v)
+	return v, t.db.translate(err)
+}

@@ -1,0 +1,113 @@
+// Package sqlite is the embedded store, the default: a single file, no
+// services, pure Go (modernc.org/sqlite, no cgo). It shares every query with
+// the PostgreSQL store (store/internal/sqlstore) and owns the SQLite
+// migrations, connection settings and error translation.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+
+	"github.com/pressly/goose/v3"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/opgate/opgate/store"
+	"github.com/opgate/opgate/store/internal/sqlstore"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+var dialect = sqlstore.Dialect{
+	Name:      "sqlite",
+	Translate: translate,
+	Retryable: func(err error) bool {
+		var se *sqlite.Error
+		if errors.As(err, &se) {
+			c := se.Code() & 0xff
+			return c == sqlite3.SQLITE_BUSY || c == sqlite3.SQLITE_LOCKED
+		}
+		return false
+	},
+}
+
+func translate(err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_CONSTRAINT:
+			return fmt.Errorf("%w: %s", store.ErrConflict, se.Error())
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL:
+			return fmt.Errorf("%w: %s", store.ErrUnavailable, se.Error())
+		}
+		return fmt.Errorf("sqlite: %s", se.Error())
+	}
+	return fmt.Errorf("sqlite: %w", err)
+}
+
+// dsn builds the connection string. WAL lets readers run beside the one
+// writer; synchronous(FULL) makes every commit durable before it is
+// answered; write transactions begin IMMEDIATE so that two writers never
+// deadlock upgrading a read lock.
+func dsn(path string, readOnly bool) string {
+	v := url.Values{}
+	v.Add("_pragma", "busy_timeout(10000)")
+	v.Add("_pragma", "foreign_keys(1)")
+	v.Add("_pragma", "journal_mode(WAL)")
+	v.Add("_pragma", "synchronous(FULL)")
+	if readOnly {
+		v.Add("_pragma", "query_only(1)")
+	} else {
+		v.Set("_txlock", "immediate")
+	}
+	return "file:" + path + "?" + v.Encode()
+}
+
+// Open opens (creating if needed) the database file and applies the
+// migrations.
+func Open(ctx context.Context, path string) (*sqlstore.DB, error) {
+	w, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	// One writer connection: SQLite has one writer anyway, and queuing in
+	// the pool is cheaper than spinning on SQLITE_BUSY.
+	w.SetMaxOpenConns(1)
+	if err := w.PingContext(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	if err := Migrate(ctx, w); err != nil {
+		w.Close()
+		return nil, err
+	}
+	r, err := sql.Open("sqlite", dsn(path, true))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	r.SetMaxOpenConns(4)
+	return sqlstore.New(w, r, dialect), nil
+}
+
+// Migrate applies every pending migration.
+func Migrate(ctx context.Context, db *sql.DB) error {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return err
+	}
+	p, err := goose.NewProvider(goose.DialectSQLite3, db, sub)
+	if err != nil {
+		return fmt.Errorf("sqlite: migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,153 @@
+// Package store owns the storage contract: the one transaction every state
+// change and its audit event commit in, the repository methods available
+// inside it, and the errors every implementation translates its driver's
+// errors into. Domain packages declare the subsets they use; store/postgres
+// and store/sqlite implement the whole, and store/storetest holds the one
+// conformance suite both pass.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/opgate/opgate"
+	"github.com/opgate/opgate/audit"
+	"github.com/opgate/opgate/authn"
+	"github.com/opgate/opgate/authz"
+	"github.com/opgate/opgate/lifecycle"
+	"github.com/opgate/opgate/policy"
+	"github.com/opgate/opgate/roles"
+)
+
+// Errors every implementation returns in place of its driver's.
+var (
+	ErrNotFound    = errors.New("store: not found")
+	ErrConflict    = errors.New("store: conflict")
+	ErrUnavailable = errors.New("store: unavailable")
+)
+
+// Page bounds a list: items after the cursor, at most Limit of them.
+type Page struct {
+	After string
+	Limit int
+}
+
+// Tx is everything a transaction can read and write. Implementations make
+// each Tx see a consistent state and serialise writers where the contract
+// says "for update".
+type Tx interface {
+	// Sites and terminals.
+	CreateSite(ctx context.Context, s lifecycle.Site) error
+	GetSite(ctx context.Context, id opgate.SiteID) (lifecycle.Site, error)
+	ListSites(ctx context.Context) ([]lifecycle.Site, error)
+	CreateTerminal(ctx context.Context, t lifecycle.Terminal) error
+	GetTerminal(ctx context.Context, id opgate.TerminalID) (lifecycle.Terminal, error)
+	ListTerminals(ctx context.Context, site opgate.SiteID) ([]lifecycle.Terminal, error)
+	RemoveTerminal(ctx context.Context, id opgate.TerminalID, at time.Time) error
+
+	// Roles.
+	PutRole(ctx context.Context, r roles.Role) error
+	GetRole(ctx context.Context, id opgate.RoleID) (roles.Role, error)
+	ListRoles(ctx context.Context) ([]roles.Role, error)
+
+	// Operators. GetOperatorForUpdate locks the row until the transaction ends.
+	CreateOperator(ctx context.Context, o lifecycle.Operator) error
+	GetOperator(ctx context.Context, id opgate.OperatorID) (lifecycle.Operator, error)
+	GetOperatorForUpdate(ctx context.Context, id opgate.OperatorID) (lifecycle.Operator, error)
+	UpdateOperator(ctx context.Context, o lifecycle.Operator) error
+	ListOperators(ctx context.Context, f lifecycle.OperatorFilter) ([]lifecycle.Operator, error)
+	CountOperators(ctx context.Context) (int, error)
+	GetLock(ctx context.Context, id opgate.OperatorID) (lifecycle.Lock, error)
+	PutLock(ctx context.Context, l lifecycle.Lock) error
+
+	// Grants.
+	CreateGrant(ctx context.Context, g authz.Grant) error
+	GetGrant(ctx context.Context, id opgate.GrantID) (authz.Grant, error)
+	UpdateGrant(ctx context.Context, g authz.Grant) error
+	ListGrants(ctx context.Context, f authz.GrantFilter) ([]authz.Grant, error)
+
+	// Cards.
+	CreateCard(ctx context.Context, c authn.Card) error
+	GetCard(ctx context.Context, id opgate.CardID) (authn.Card, error)
+	UpdateCard(ctx context.Context, c authn.Card) error
+	ListCards(ctx context.Context, op opgate.OperatorID) ([]authn.Card, error)
+
+	// Sessions.
+	CreateSession(ctx context.Context, s authn.Session) error
+	GetSession(ctx context.Context, id opgate.SessionID) (authn.Session, error)
+	UpdateSession(ctx context.Context, s authn.Session) error
+	// EndSessions ends every live session in scope and returns the IDs.
+	EndSessions(ctx context.Context, scope authn.SessionScope, at time.Time, reason string) ([]opgate.SessionID, error)
+	// EndedSessionsSince lists sessions ended at or after t, for
+	// reconciling the ephemeral cache.
+	EndedSessionsSince(ctx context.Context, t time.Time) ([]opgate.SessionID, error)
+
+	// Scheduled changes.
+	CreateChange(ctx context.Context, c lifecycle.Change) error
+	GetChange(ctx context.Context, id opgate.ChangeID) (lifecycle.Change, error)
+	UpdateChange(ctx context.Context, c lifecycle.Change) error
+	ListChanges(ctx context.Context, f lifecycle.ChangeFilter) ([]lifecycle.Change, error)
+	// ClaimDueChanges locks up to limit pending changes due at now, skipping
+	// rows another transaction holds, so that each applies exactly once
+	// across replicas.
+	ClaimDueChanges(ctx context.Context, now time.Time, limit int) ([]lifecycle.Change, error)
+
+	// History.
+	AppendAudit(ctx context.Context, e audit.Event) (audit.Event, error)
+	ListAudit(ctx context.Context, f audit.Filter) ([]audit.Event, error)
+
+	// Policy: the newest version, and a new version.
+	GetPolicy(ctx context.Context) (policy.Policy, error)
+	PutPolicy(ctx context.Context, p policy.Policy, at time.Time, by opgate.OperatorID) (policy.Policy, error)
+
+	// Signing keys, PEM-encoded.
+	ListSigningKeys(ctx context.Context) ([]StoredKey, error)
+	AddSigningKey(ctx context.Context, k StoredKey) error
+	UpdateSigningKey(ctx context.Context, k StoredKey) error
+
+	// Meta holds one-off markers such as the bootstrap.
+	PutMeta(ctx context.Context, key, value string) error // ErrConflict if present
+	GetMeta(ctx context.Context, key string) (string, error)
+}
+
+// StoredKey is a signing key as kept in the store.
+type StoredKey struct {
+	ID        string
+	PEM       []byte
+	CreatedAt time.Time
+	NotAfter  time.Time
+}
+
+// Store runs transactions.
+type Store interface {
+	// InTx runs fn in a read-write transaction and commits if fn returns
+	// nil. It retries fn on serialisation failures, so fn must not have
+	// effects outside the transaction.
+	InTx(ctx context.Context, fn func(Tx) error) error
+	// View runs fn in a read-only transaction.
+	View(ctx context.Context, fn func(Tx) error) error
+	// ScanAudit walks the history in seq order from after the anchor.
+	ScanAudit(ctx context.Context, after int64, fn func(audit.Event) error) error
+	// AuditHead is the last event's seq and hash as recorded with it.
+	AuditHead(ctx context.Context) (seq int64, hash []byte, err error)
+	// AuditAnchor is where verification starts (genesis, or the checkpoint
+	// a purge left).
+	AuditAnchor(ctx context.Context) (audit.Anchor, error)
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// Runner adapts a Store to a domain package's own transaction interface T,
+// which store.Tx must implement.
+type Runner[T any] struct{ S Store }
+
+// InTx runs fn in a read-write transaction.
+func (r Runner[T]) InTx(ctx context.Context, fn func(T) error) error {
+	return r.S.InTx(ctx, func(tx Tx) error { return fn(any(tx).(T)) })
+}
+
+// View runs fn in a read-only transaction.
+func (r Runner[T]) View(ctx context.Context, fn func(T) error) error {
+	return r.S.View(ctx, func(tx Tx) error { return fn(any(tx).(T)) })
+}
