@@ -4,6 +4,8 @@
 // so that any package may depend on it without pulling in another's rules.
 package opgate
 
+import "errors"
+
 // OperatorID is a staff member's identity in opgate, issued once and never
 // reused (PIA: 操作者ID), e.g. "OP-7Q2K9X4M".
 type OperatorID string
@@ -35,3 +37,11 @@ type SessionID string
 
 // ChangeID identifies a lifecycle change dated ahead.
 type ChangeID string
+
+// Storage outcomes every package may branch on. Stores return these in
+// place of their drivers' errors; domain packages turn them into their own.
+var (
+	ErrNotFound    = errors.New("not found")
+	ErrConflict    = errors.New("conflict")
+	ErrUnavailable = errors.New("unavailable")
+)

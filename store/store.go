@@ -8,7 +8,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/opgate/opgate"
@@ -21,10 +20,12 @@ import (
 )
 
 // Errors every implementation returns in place of its driver's.
+// They are the vocabulary's own values, so that domain packages, which may
+// not import a store, can still recognise them.
 var (
-	ErrNotFound    = errors.New("store: not found")
-	ErrConflict    = errors.New("store: conflict")
-	ErrUnavailable = errors.New("store: unavailable")
+	ErrNotFound    = opgate.ErrNotFound
+	ErrConflict    = opgate.ErrConflict
+	ErrUnavailable = opgate.ErrUnavailable
 )
 
 // Page bounds a list: items after the cursor, at most Limit of them.
@@ -58,6 +59,9 @@ type Tx interface {
 	UpdateOperator(ctx context.Context, o lifecycle.Operator) error
 	ListOperators(ctx context.Context, f lifecycle.OperatorFilter) ([]lifecycle.Operator, error)
 	CountOperators(ctx context.Context) (int, error)
+	// DueOperators lists active or suspended operators whose valid_until
+	// is at or before now.
+	DueOperators(ctx context.Context, now time.Time, limit int) ([]lifecycle.Operator, error)
 	GetLock(ctx context.Context, id opgate.OperatorID) (lifecycle.Lock, error)
 	PutLock(ctx context.Context, l lifecycle.Lock) error
 
@@ -66,12 +70,33 @@ type Tx interface {
 	GetGrant(ctx context.Context, id opgate.GrantID) (authz.Grant, error)
 	UpdateGrant(ctx context.Context, g authz.Grant) error
 	ListGrants(ctx context.Context, f authz.GrantFilter) ([]authz.Grant, error)
+	// EndGrants ends every pending or active grant of op as revoked and
+	// returns their IDs.
+	EndGrants(ctx context.Context, op opgate.OperatorID, at time.Time, by opgate.OperatorID, reason string) ([]opgate.GrantID, error)
+	// ExpireGrants marks active grants whose valid_until has passed as
+	// expired and returns them.
+	ExpireGrants(ctx context.Context, now time.Time, limit int) ([]authz.Grant, error)
 
 	// Cards.
 	CreateCard(ctx context.Context, c authn.Card) error
 	GetCard(ctx context.Context, id opgate.CardID) (authn.Card, error)
 	UpdateCard(ctx context.Context, c authn.Card) error
 	ListCards(ctx context.Context, op opgate.OperatorID) ([]authn.Card, error)
+	// CollectCards marks every active card of op collected and returns
+	// their IDs.
+	CollectCards(ctx context.Context, op opgate.OperatorID, at time.Time) ([]opgate.CardID, error)
+
+	// Credentials.
+	GetPassword(ctx context.Context, op opgate.OperatorID) (authn.PasswordRecord, error)
+	// PutPassword replaces the operator's password and keeps the old hash
+	// in the history.
+	PutPassword(ctx context.Context, p authn.PasswordRecord) error
+	PasswordHistory(ctx context.Context, op opgate.OperatorID, n int) ([]string, error)
+	CreateEnrollment(ctx context.Context, e authn.Enrollment) error
+	// TakeEnrollment marks the enrollment with that code hash used and
+	// returns it; a used or unknown code is ErrNotFound. Expiry is the
+	// caller's to check against its clock.
+	TakeEnrollment(ctx context.Context, codeHash []byte, at time.Time) (authn.Enrollment, error)
 
 	// Sessions.
 	CreateSession(ctx context.Context, s authn.Session) error
@@ -79,6 +104,8 @@ type Tx interface {
 	UpdateSession(ctx context.Context, s authn.Session) error
 	// EndSessions ends every live session in scope and returns the IDs.
 	EndSessions(ctx context.Context, scope authn.SessionScope, at time.Time, reason string) ([]opgate.SessionID, error)
+	// EndOperatorSessions ends every live session of op.
+	EndOperatorSessions(ctx context.Context, op opgate.OperatorID, at time.Time, reason string) ([]opgate.SessionID, error)
 	// EndedSessionsSince lists sessions ended at or after t, for
 	// reconciling the ephemeral cache.
 	EndedSessionsSince(ctx context.Context, t time.Time) ([]opgate.SessionID, error)
@@ -102,21 +129,13 @@ type Tx interface {
 	PutPolicy(ctx context.Context, p policy.Policy, at time.Time, by opgate.OperatorID) (policy.Policy, error)
 
 	// Signing keys, PEM-encoded.
-	ListSigningKeys(ctx context.Context) ([]StoredKey, error)
-	AddSigningKey(ctx context.Context, k StoredKey) error
-	UpdateSigningKey(ctx context.Context, k StoredKey) error
+	ListSigningKeys(ctx context.Context) ([]authn.StoredKey, error)
+	AddSigningKey(ctx context.Context, k authn.StoredKey) error
+	UpdateSigningKey(ctx context.Context, k authn.StoredKey) error
 
 	// Meta holds one-off markers such as the bootstrap.
 	PutMeta(ctx context.Context, key, value string) error // ErrConflict if present
 	GetMeta(ctx context.Context, key string) (string, error)
-}
-
-// StoredKey is a signing key as kept in the store.
-type StoredKey struct {
-	ID        string
-	PEM       []byte
-	CreatedAt time.Time
-	NotAfter  time.Time
 }
 
 // Store runs transactions.
@@ -151,3 +170,13 @@ func (r Runner[T]) InTx(ctx context.Context, fn func(T) error) error {
 func (r Runner[T]) View(ctx context.Context, fn func(T) error) error {
 	return r.S.View(ctx, func(tx Tx) error { return fn(any(tx).(T)) })
 }
+
+// Every domain's transaction interface is a subset of Tx.
+var (
+	_ lifecycle.Tx    = Tx(nil)
+	_ authz.Tx        = Tx(nil)
+	_ authn.SessionTx = Tx(nil)
+	_ authn.KeyTx     = Tx(nil)
+)
+
+var _ policy.Tx = Tx(nil)

@@ -38,6 +38,12 @@ var dialect = sqlstore.Dialect{
 	},
 }
 
+// translate maps PostgreSQL's errors to the store's. It may see an error
+// twice (once from the statement, again from InTx), so what it returns
+// translates to itself; and it keeps the driver's error in the chain so
+// that Retryable still recognises a deadlock or serialisation failure
+// after a statement has reported it. Errors it knows nothing about, such
+// as the caller's own from inside a transaction, pass unchanged.
 func translate(err error) error {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
@@ -45,15 +51,22 @@ func translate(err error) error {
 		case "23505", "23503", "23514":
 			return fmt.Errorf("%w: %s", store.ErrConflict, pe.ConstraintName)
 		}
-		return fmt.Errorf("postgres: %s (%s)", pe.Message, pe.Code)
+		return pgError{pe}
 	}
 	var ne net.Error
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ne) || errors.As(err, &ce) || pgconn.SafeToRetry(err) || errors.Is(err, sql.ErrConnDone) {
 		return fmt.Errorf("%w: %v", store.ErrUnavailable, err)
 	}
-	return fmt.Errorf("postgres: %w", err)
+	return err
 }
+
+// pgError reports a PostgreSQL error by its message and code only (the
+// driver's own text can carry detail such as key values).
+type pgError struct{ pe *pgconn.PgError }
+
+func (e pgError) Error() string { return fmt.Sprintf("postgres: %s (%s)", e.pe.Message, e.pe.Code) }
+func (e pgError) Unwrap() error { return e.pe }
 
 // Options tune the pool.
 type Options struct {

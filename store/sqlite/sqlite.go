@@ -37,6 +37,12 @@ var dialect = sqlstore.Dialect{
 	},
 }
 
+// translate maps SQLite's errors to the store's. It may see an error twice
+// (once from the statement, again from InTx), so what it returns
+// translates to itself; and it keeps the driver's error in the chain so
+// that Retryable still recognises a busy database after a statement has
+// reported it. Errors it knows nothing about, such as the caller's own
+// from inside a transaction, pass unchanged.
 func translate(err error) error {
 	var se *sqlite.Error
 	if errors.As(err, &se) {
@@ -44,11 +50,11 @@ func translate(err error) error {
 		case sqlite3.SQLITE_CONSTRAINT:
 			return fmt.Errorf("%w: %s", store.ErrConflict, se.Error())
 		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL:
-			return fmt.Errorf("%w: %s", store.ErrUnavailable, se.Error())
+			return fmt.Errorf("%w: %w", store.ErrUnavailable, se)
 		}
-		return fmt.Errorf("sqlite: %s", se.Error())
+		return fmt.Errorf("sqlite: %w", se)
 	}
-	return fmt.Errorf("sqlite: %w", err)
+	return err
 }
 
 // dsn builds the connection string. WAL lets readers run beside the one

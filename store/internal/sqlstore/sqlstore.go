@@ -126,15 +126,20 @@ func (db *DB) run(ctx context.Context, pool *sql.DB, readOnly bool, fn func(stor
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	t := &tx{db: db, tx: sqltx}
+	t := &tx{db: db, tx: sqltx, readOnly: readOnly}
+	// Roll back on every way out but a commit, a panic in fn included:
+	// a transaction left open would hold its connection, and with it, for
+	// SQLite, the only writer.
+	committed := false
 	defer func() {
-		if err != nil {
+		if !committed {
 			_ = sqltx.Rollback()
 		}
 	}()
 	if err = fn(t); err != nil {
 		return err
 	}
+	committed = true
 	if err = sqltx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}

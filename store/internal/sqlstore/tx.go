@@ -20,6 +20,9 @@ import (
 type tx struct {
 	db *DB
 	tx *sql.Tx
+	// readOnly is set in View: PostgreSQL refuses row locks in a read-only
+	// transaction, and a reader has nothing to serialise against anyway.
+	readOnly bool
 
 	// The chain head once this transaction holds its lock, so that several
 	// events in one transaction lock it once.
@@ -29,6 +32,24 @@ type tx struct {
 }
 
 var _ store.Tx = (*tx)(nil)
+
+// forUpdate is the clause that locks the rows a SELECT reads until the
+// transaction ends, or "" in a read-only transaction.
+func (t *tx) forUpdate() string {
+	if t.readOnly {
+		return ""
+	}
+	return t.db.D.ForUpdate
+}
+
+// skipLocked is the clause that claims rows no other transaction holds, or
+// "" in a read-only transaction.
+func (t *tx) skipLocked() string {
+	if t.readOnly {
+		return ""
+	}
+	return t.db.D.SkipLocked
+}
 
 func (t *tx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	r, err := t.tx.ExecContext(ctx, t.db.q(query), args...)
@@ -234,7 +255,7 @@ func (t *tx) GetOperator(ctx context.Context, id opgate.OperatorID) (lifecycle.O
 }
 
 func (t *tx) GetOperatorForUpdate(ctx context.Context, id opgate.OperatorID) (lifecycle.Operator, error) {
-	o, err := scanOperator(t.row(ctx, `SELECT `+operatorCols+` FROM operators WHERE operator_id = ?`+t.db.D.ForUpdate, id))
+	o, err := scanOperator(t.row(ctx, `SELECT `+operatorCols+` FROM operators WHERE operator_id = ?`+t.forUpdate(), id))
 	return o, t.db.translate(err)
 }
 
@@ -263,7 +284,7 @@ func (t *tx) CountOperators(ctx context.Context) (int, error) {
 func (t *tx) GetLock(ctx context.Context, id opgate.OperatorID) (lifecycle.Lock, error) {
 	l := lifecycle.Lock{OperatorID: id}
 	var start, until sql.NullInt64
-	err := t.row(ctx, `SELECT failures, window_start, locked_until, permanent, locks_in_row FROM login_locks WHERE operator_id = ?`+t.db.D.ForUpdate, id).
+	err := t.row(ctx, `SELECT failures, window_start, locked_until, permanent, locks_in_row FROM login_locks WHERE operator_id = ?`+t.forUpdate(), id).
 		Scan(&l.Failures, &start, &until, &l.Permanent, &l.LocksInRow)
 	if err == sql.ErrNoRows {
 		return l, nil // no failures yet
@@ -306,7 +327,7 @@ func (t *tx) CreateGrant(ctx context.Context, g authz.Grant) error {
 }
 
 func (t *tx) GetGrant(ctx context.Context, id opgate.GrantID) (authz.Grant, error) {
-	g, err := scanGrant(t.row(ctx, `SELECT `+grantCols+` FROM grants WHERE grant_id = ?`+t.db.D.ForUpdate, id))
+	g, err := scanGrant(t.row(ctx, `SELECT `+grantCols+` FROM grants WHERE grant_id = ?`+t.forUpdate(), id))
 	return g, t.db.translate(err)
 }
 
@@ -347,7 +368,7 @@ func (t *tx) CreateCard(ctx context.Context, c authn.Card) error {
 }
 
 func (t *tx) GetCard(ctx context.Context, id opgate.CardID) (authn.Card, error) {
-	c, err := scanCard(t.row(ctx, `SELECT `+cardCols+` FROM cards WHERE card_id = ?`+t.db.D.ForUpdate, id))
+	c, err := scanCard(t.row(ctx, `SELECT `+cardCols+` FROM cards WHERE card_id = ?`+t.forUpdate(), id))
 	return c, t.db.translate(err)
 }
 
@@ -387,7 +408,7 @@ func (t *tx) CreateSession(ctx context.Context, s authn.Session) error {
 }
 
 func (t *tx) GetSession(ctx context.Context, id opgate.SessionID) (authn.Session, error) {
-	s, err := scanSession(t.row(ctx, `SELECT `+sessionCols+` FROM sessions WHERE session_id = ?`+t.db.D.ForUpdate, id))
+	s, err := scanSession(t.row(ctx, `SELECT `+sessionCols+` FROM sessions WHERE session_id = ?`+t.forUpdate(), id))
 	return s, t.db.translate(err)
 }
 
@@ -402,23 +423,21 @@ func (t *tx) EndSessions(ctx context.Context, scope authn.SessionScope, when tim
 	w.addIf(scope.OperatorID != "", "operator_id = ?", scope.OperatorID)
 	w.addIf(scope.CardID != "", "card_id = ?", scope.CardID)
 	w.addIf(scope.SiteID != "", "site_id = ?", scope.SiteID)
-	w.addIf(scope.Except != "", "session_id <> ?", scope.Except)
+	// An empty scope ends nothing rather than everything; Except narrows
+	// a scope, it does not make one.
 	if len(w.conds) == 1 && !scope.All {
-		return nil, nil // an empty scope ends nothing rather than everything
+		return nil, nil
 	}
-	r, err := t.rows(ctx, `SELECT session_id FROM sessions`+w.String()+t.db.D.ForUpdate, w.args...)
-	ids, err := collect(t, r, err, func(s scanner) (opgate.SessionID, error) {
+	w.addIf(scope.Except != "", "session_id <> ?", scope.Except)
+	// One statement both ends the sessions and reports them, so that a
+	// session committed by another transaction in between cannot be ended
+	// without being reported (the caller fans the IDs out to the cache).
+	args := append([]any{must(when), reason}, w.args...)
+	r, err := t.rows(ctx, `UPDATE sessions SET ended_at = ?, end_reason = ?`+w.String()+` RETURNING session_id`, args...)
+	return collect(t, r, err, func(s scanner) (opgate.SessionID, error) {
 		var id opgate.SessionID
 		return id, s.Scan(&id)
 	})
-	if err != nil || len(ids) == 0 {
-		return nil, err
-	}
-	args := append([]any{must(when), reason}, w.args...)
-	if _, err := t.exec(ctx, `UPDATE sessions SET ended_at = ?, end_reason = ?`+w.String(), args...); err != nil {
-		return nil, err
-	}
-	return ids, nil
 }
 
 func (t *tx) EndedSessionsSince(ctx context.Context, since time.Time) ([]opgate.SessionID, error) {
@@ -449,7 +468,7 @@ func (t *tx) CreateChange(ctx context.Context, c lifecycle.Change) error {
 }
 
 func (t *tx) GetChange(ctx context.Context, id opgate.ChangeID) (lifecycle.Change, error) {
-	c, err := scanChange(t.row(ctx, `SELECT `+changeCols+` FROM scheduled_changes WHERE change_id = ?`+t.db.D.ForUpdate, id))
+	c, err := scanChange(t.row(ctx, `SELECT `+changeCols+` FROM scheduled_changes WHERE change_id = ?`+t.forUpdate(), id))
 	return c, t.db.translate(err)
 }
 
@@ -469,7 +488,7 @@ func (t *tx) ListChanges(ctx context.Context, f lifecycle.ChangeFilter) ([]lifec
 }
 
 func (t *tx) ClaimDueChanges(ctx context.Context, now time.Time, n int) ([]lifecycle.Change, error) {
-	r, err := t.rows(ctx, `SELECT `+changeCols+` FROM scheduled_changes WHERE status = 'pending' AND effective_at <= ? ORDER BY effective_at, change_id LIMIT ?`+t.db.D.SkipLocked,
+	r, err := t.rows(ctx, `SELECT `+changeCols+` FROM scheduled_changes WHERE status = 'pending' AND effective_at <= ? ORDER BY effective_at, change_id LIMIT ?`+t.skipLocked(),
 		must(now), limit(n))
 	return collect(t, r, err, scanChange)
 }
@@ -495,7 +514,7 @@ func scanEvent(s scanner) (audit.Event, error) {
 // form one total order and a rolled-back change leaves no event behind.
 func (t *tx) AppendAudit(ctx context.Context, e audit.Event) (audit.Event, error) {
 	if !t.headLocked {
-		if err := t.row(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`+t.db.D.ForUpdate).Scan(&t.headSeq, &t.headHash); err != nil {
+		if err := t.row(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`+t.forUpdate()).Scan(&t.headSeq, &t.headHash); err != nil {
 			return e, t.db.translate(err)
 		}
 		t.headLocked = true
@@ -559,10 +578,10 @@ func (t *tx) PutPolicy(ctx context.Context, p policy.Policy, when time.Time, by 
 
 // ---- keys and meta
 
-func (t *tx) ListSigningKeys(ctx context.Context) ([]store.StoredKey, error) {
+func (t *tx) ListSigningKeys(ctx context.Context) ([]authn.StoredKey, error) {
 	r, err := t.rows(ctx, `SELECT kid, pem, created_at, not_after FROM signing_keys ORDER BY created_at, kid`)
-	return collect(t, r, err, func(s scanner) (store.StoredKey, error) {
-		var k store.StoredKey
+	return collect(t, r, err, func(s scanner) (authn.StoredKey, error) {
+		var k authn.StoredKey
 		var created int64
 		var notAfter sql.NullInt64
 		err := s.Scan(&k.ID, &k.PEM, &created, &notAfter)
@@ -571,12 +590,12 @@ func (t *tx) ListSigningKeys(ctx context.Context) ([]store.StoredKey, error) {
 	})
 }
 
-func (t *tx) AddSigningKey(ctx context.Context, k store.StoredKey) error {
+func (t *tx) AddSigningKey(ctx context.Context, k authn.StoredKey) error {
 	_, err := t.exec(ctx, `INSERT INTO signing_keys (kid, pem, created_at, not_after) VALUES (?, ?, ?, ?)`, k.ID, k.PEM, must(k.CreatedAt), micros(k.NotAfter))
 	return err
 }
 
-func (t *tx) UpdateSigningKey(ctx context.Context, k store.StoredKey) error {
+func (t *tx) UpdateSigningKey(ctx context.Context, k authn.StoredKey) error {
 	return t.execOne(ctx, `UPDATE signing_keys SET not_after = ? WHERE kid = ?`, micros(k.NotAfter), k.ID)
 }
 
@@ -589,4 +608,110 @@ func (t *tx) GetMeta(ctx context.Context, key string) (string, error) {
 	var v string
 	err := t.row(ctx, `SELECT value FROM meta WHERE key = ?`, key).Scan(&v)
 	return v, t.db.translate(err)
+}
+
+func ids[T ~string](t *tx, r *sql.Rows, err error) ([]T, error) {
+	return collect(t, r, err, func(s scanner) (T, error) {
+		var id T
+		return id, s.Scan(&id)
+	})
+}
+
+func (t *tx) EndOperatorSessions(ctx context.Context, op opgate.OperatorID, when time.Time, reason string) ([]opgate.SessionID, error) {
+	return t.EndSessions(ctx, authn.SessionScope{OperatorID: op}, when, reason)
+}
+
+func (t *tx) EndGrants(ctx context.Context, op opgate.OperatorID, when time.Time, by opgate.OperatorID, reason string) ([]opgate.GrantID, error) {
+	r, err := t.rows(ctx, `SELECT grant_id FROM grants WHERE operator_id = ? AND status IN ('active', 'pending_approval') ORDER BY grant_id`+t.forUpdate(), op)
+	got, err := ids[opgate.GrantID](t, r, err)
+	if err != nil || len(got) == 0 {
+		return nil, err
+	}
+	_, err = t.exec(ctx, `UPDATE grants SET status = 'revoked', ended_at = ?, ended_by = ?, end_reason = ? WHERE operator_id = ? AND status IN ('active', 'pending_approval')`,
+		must(when), by, reason, op)
+	return got, err
+}
+
+func (t *tx) ExpireGrants(ctx context.Context, now time.Time, n int) ([]authz.Grant, error) {
+	r, err := t.rows(ctx, `SELECT `+grantCols+` FROM grants WHERE status = 'active' AND valid_until IS NOT NULL AND valid_until <= ? ORDER BY valid_until, grant_id LIMIT ?`+t.skipLocked(), must(now), limit(n))
+	gs, err := collect(t, r, err, scanGrant)
+	if err != nil {
+		return nil, err
+	}
+	for i := range gs {
+		gs[i].Status, gs[i].EndedAt = authz.Expired, gs[i].ValidUntil
+		if err := t.UpdateGrant(ctx, gs[i]); err != nil {
+			return nil, err
+		}
+	}
+	return gs, nil
+}
+
+func (t *tx) CollectCards(ctx context.Context, op opgate.OperatorID, when time.Time) ([]opgate.CardID, error) {
+	r, err := t.rows(ctx, `SELECT card_id FROM cards WHERE operator_id = ? AND status = 'active' ORDER BY card_id`+t.forUpdate(), op)
+	got, err := ids[opgate.CardID](t, r, err)
+	if err != nil || len(got) == 0 {
+		return nil, err
+	}
+	_, err = t.exec(ctx, `UPDATE cards SET status = 'collected', status_changed_at = ? WHERE operator_id = ? AND status = 'active'`, must(when), op)
+	return got, err
+}
+
+func (t *tx) DueOperators(ctx context.Context, now time.Time, n int) ([]lifecycle.Operator, error) {
+	r, err := t.rows(ctx, `SELECT `+operatorCols+` FROM operators WHERE status IN ('active', 'suspended') AND valid_until IS NOT NULL AND valid_until <= ? ORDER BY valid_until, operator_id LIMIT ?`+t.skipLocked(), must(now), limit(n))
+	return collect(t, r, err, scanOperator)
+}
+
+// ---- credentials
+
+func (t *tx) GetPassword(ctx context.Context, op opgate.OperatorID) (authn.PasswordRecord, error) {
+	p := authn.PasswordRecord{OperatorID: op}
+	var set, exp int64
+	err := t.row(ctx, `SELECT hash, temporary, set_at, expires_at FROM passwords WHERE operator_id = ?`, op).Scan(&p.Hash, &p.Temporary, &set, &exp)
+	p.SetAt, p.ExpiresAt = at(set), at(exp)
+	return p, t.db.translate(err)
+}
+
+func (t *tx) PutPassword(ctx context.Context, p authn.PasswordRecord) error {
+	var old string
+	var oldSet int64
+	err := t.row(ctx, `SELECT hash, set_at FROM passwords WHERE operator_id = ?`+t.forUpdate(), p.OperatorID).Scan(&old, &oldSet)
+	switch {
+	case err == sql.ErrNoRows:
+		_, err = t.exec(ctx, `INSERT INTO passwords (operator_id, hash, temporary, set_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
+			p.OperatorID, p.Hash, p.Temporary, must(p.SetAt), must(p.ExpiresAt))
+		return err
+	case err != nil:
+		return t.db.translate(err)
+	}
+	if _, err := t.exec(ctx, `INSERT INTO password_history (operator_id, set_at, hash) VALUES (?, ?, ?)`, p.OperatorID, oldSet, old); err != nil {
+		return err
+	}
+	return t.execOne(ctx, `UPDATE passwords SET hash = ?, temporary = ?, set_at = ?, expires_at = ? WHERE operator_id = ?`,
+		p.Hash, p.Temporary, must(p.SetAt), must(p.ExpiresAt), p.OperatorID)
+}
+
+func (t *tx) PasswordHistory(ctx context.Context, op opgate.OperatorID, n int) ([]string, error) {
+	r, err := t.rows(ctx, `SELECT hash FROM password_history WHERE operator_id = ? ORDER BY set_at DESC LIMIT ?`, op, limit(n))
+	return ids[string](t, r, err)
+}
+
+func (t *tx) CreateEnrollment(ctx context.Context, e authn.Enrollment) error {
+	_, err := t.exec(ctx, `INSERT INTO enrollments (code_hash, operator_id, card_serial, label, created_by, created_at, expires_at, used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.CodeHash, e.OperatorID, e.CardSerial, e.Label, e.CreatedBy, must(e.CreatedAt), must(e.ExpiresAt), micros(e.UsedAt))
+	return err
+}
+
+func (t *tx) TakeEnrollment(ctx context.Context, codeHash []byte, when time.Time) (authn.Enrollment, error) {
+	e := authn.Enrollment{CodeHash: codeHash}
+	var created, exp int64
+	err := t.row(ctx, `SELECT operator_id, card_serial, label, created_by, created_at, expires_at FROM enrollments WHERE code_hash = ? AND used_at IS NULL`+t.forUpdate(), codeHash).
+		Scan(&e.OperatorID, &e.CardSerial, &e.Label, &e.CreatedBy, &created, &exp)
+	if err != nil {
+		return e, t.db.translate(err)
+	}
+	e.CreatedAt, e.ExpiresAt, e.UsedAt = at(created), at(exp), when
+	// The guard on used_at makes the take single-use even where the
+	// engine has no row locks: of two takers, one updates no row.
+	return e, t.execOne(ctx, `UPDATE enrollments SET used_at = ? WHERE code_hash = ? AND used_at IS NULL`, must(when), codeHash)
 }

@@ -1,0 +1,349 @@
+package authz
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/opgate/opgate"
+	"github.com/opgate/opgate/audit"
+	"github.com/opgate/opgate/lifecycle"
+	"github.com/opgate/opgate/roles"
+)
+
+// Actor is who asks, and from which terminal.
+type Actor = lifecycle.Actor
+
+// GrantRequest is what a chief fills in to grant a role.
+type GrantRequest struct {
+	OperatorID opgate.OperatorID
+	RoleID     opgate.RoleID
+	SiteID     opgate.SiteID
+	Reason     string
+	ValidUntil time.Time
+}
+
+// restrictedFromNonRegular are the permissions that only regular staff may
+// hold: people who manage others' rights must be the municipality's own
+// (R1.2, R3.2).
+var restrictedFromNonRegular = []opgate.Permission{roles.OperatorManage, roles.GrantManage, roles.GrantApprove, roles.PolicyManage}
+
+func newGrantID() opgate.GrantID { return opgate.GrantID(lifecycle.NewID("G-", 16)) }
+
+// Grant gives a role to an operator at a site (R3.1, R3.2, R3.3). A role
+// holding a high-risk permission starts pending a second person's approval.
+func (s *Service) Grant(ctx context.Context, a Actor, r GrantRequest) (Grant, error) {
+	if err := s.Require(ctx, a.ID, roles.GrantManage, r.SiteID); err != nil {
+		return Grant{}, err
+	}
+	var fe []FieldError
+	if r.SiteID != opgate.AllSites && !roles.ValidID(string(r.SiteID)) {
+		fe = append(fe, FieldError{"site_id", "must be a site ID or *"})
+	}
+	if !roles.ValidID(string(r.RoleID)) {
+		fe = append(fe, FieldError{"role_id", "must match ^[a-z0-9][a-z0-9_-]{1,62}$"})
+	}
+	if len(r.Reason) == 0 || len(r.Reason) > 1000 {
+		fe = append(fe, FieldError{"reason", "required, at most 1000 bytes"})
+	}
+	now := s.clk.Now()
+	if !r.ValidUntil.IsZero() && !r.ValidUntil.After(now) {
+		fe = append(fe, FieldError{"valid_until", "must be in the future"})
+	}
+	if fe != nil {
+		return Grant{}, &ValidationError{Fields: fe}
+	}
+	if r.OperatorID == a.ID {
+		return Grant{}, ErrSelfGrant
+	}
+	g := Grant{ID: newGrantID(), OperatorID: r.OperatorID, RoleID: r.RoleID, SiteID: r.SiteID, Status: Active,
+		GrantedBy: a.ID, Reason: r.Reason, CreatedAt: now, ValidFrom: now, ValidUntil: r.ValidUntil.UTC().Truncate(time.Microsecond)}
+	err := s.db.InTx(ctx, func(tx Tx) error {
+		o, err := tx.GetOperator(ctx, r.OperatorID)
+		if errors.Is(err, opgate.ErrNotFound) {
+			return fmt.Errorf("%w: operator %s", ErrNotFound, r.OperatorID)
+		}
+		if err != nil {
+			return err
+		}
+		if o.Status == lifecycle.Retired || o.Status == lifecycle.Expired {
+			return fmt.Errorf("%w: operator is %s", ErrInvalidTarget, o.Status)
+		}
+		role, err := tx.GetRole(ctx, r.RoleID)
+		if errors.Is(err, opgate.ErrNotFound) {
+			return &ValidationError{Fields: []FieldError{{"role_id", "no such role"}}}
+		}
+		if err != nil {
+			return err
+		}
+		if r.SiteID == opgate.AllSites {
+			if !roles.AllSitesAllowed(role.ID) {
+				return fmt.Errorf("%w: only security_admin and auditor may be granted at every site", ErrConflict)
+			}
+		} else if r.SiteID != o.SiteID {
+			return fmt.Errorf("%w: grants are made at the operator's home site %s", ErrConflict, o.SiteID)
+		}
+		if o.EmploymentType != lifecycle.Regular {
+			for _, p := range restrictedFromNonRegular {
+				if role.Has(p) {
+					return fmt.Errorf("%w: %s staff cannot hold %s", ErrConflict, o.EmploymentType, p)
+				}
+			}
+		}
+		if !o.ValidUntil.IsZero() && (g.ValidUntil.IsZero() || g.ValidUntil.After(o.ValidUntil)) {
+			// A grant never outlives the operator's own validity.
+			g.ValidUntil = o.ValidUntil
+		}
+		held, err := tx.ListGrants(ctx, GrantFilter{OperatorID: o.ID})
+		if err != nil {
+			return err
+		}
+		for _, h := range held {
+			if h.Status != Active && h.Status != PendingApproval {
+				continue
+			}
+			other, err := tx.GetRole(ctx, h.RoleID)
+			if err != nil {
+				continue // a deleted role conflicts with nothing
+			}
+			if roles.Conflict(role, other) {
+				return fmt.Errorf("%w: %s conflicts with held %s", ErrSoDConflict, role.ID, other.ID)
+			}
+		}
+		typ := audit.GrantRequested
+		if role.HighRisk() {
+			g.Status, g.ValidFrom = PendingApproval, time.Time{}
+		} else {
+			typ = audit.GrantApproved
+		}
+		if err := tx.CreateGrant(ctx, g); err != nil {
+			return err
+		}
+		return s.grantEvent(ctx, tx, a, typ, g, r.Reason, now)
+	})
+	return g, err
+}
+
+func (s *Service) grantEvent(ctx context.Context, tx Tx, a Actor, typ audit.Type, g Grant, reason string, now time.Time) error {
+	e := audit.Event{Type: typ, At: now, ActorID: a.ID, TerminalID: a.TerminalID, OperatorID: g.OperatorID, SiteID: g.SiteID,
+		Resource: "grant:" + string(g.ID), Reason: reason}
+	d := map[string]any{"role_id": string(g.RoleID), "status": string(g.Status), "granted_by": string(g.GrantedBy)}
+	if !g.ValidUntil.IsZero() {
+		d["valid_until"] = g.ValidUntil.Format(time.RFC3339Nano)
+	}
+	if g.ApprovedBy != "" {
+		d["approved_by"] = string(g.ApprovedBy)
+	}
+	e.Data = audit.D(d)
+	_, err := tx.AppendAudit(ctx, e)
+	return err
+}
+
+// Approve makes a pending high-risk grant active. The approver is a
+// different person from the requester and the grantee, holding
+// grant.approve (or grant.manage) at the grant's site.
+func (s *Service) Approve(ctx context.Context, a Actor, id opgate.GrantID, reason string) (Grant, error) {
+	g, err := s.visibleGrant(ctx, a, id, roles.GrantApprove, roles.GrantManage)
+	if err != nil {
+		return g, err
+	}
+	if g.OperatorID == a.ID || g.GrantedBy == a.ID {
+		return g, ErrSelfGrant
+	}
+	now := s.clk.Now()
+	err = s.db.InTx(ctx, func(tx Tx) error {
+		g, err = tx.GetGrant(ctx, id)
+		if err != nil {
+			return err
+		}
+		if g.Status != PendingApproval {
+			return fmt.Errorf("%w: grant is %s", ErrConflict, g.Status)
+		}
+		g.Status, g.ApprovedBy, g.ValidFrom = Active, a.ID, now
+		if err := tx.UpdateGrant(ctx, g); err != nil {
+			return err
+		}
+		return s.grantEvent(ctx, tx, a, audit.GrantApproved, g, reason, now)
+	})
+	return g, err
+}
+
+// Revoke ends a grant at once.
+func (s *Service) Revoke(ctx context.Context, a Actor, id opgate.GrantID, reason string) (Grant, error) {
+	g, err := s.visibleGrant(ctx, a, id, roles.GrantManage)
+	if err != nil {
+		return g, err
+	}
+	now := s.clk.Now()
+	err = s.db.InTx(ctx, func(tx Tx) error {
+		g, err = tx.GetGrant(ctx, id)
+		if err != nil {
+			return err
+		}
+		if g.Status != Active && g.Status != PendingApproval {
+			return fmt.Errorf("%w: grant is %s", ErrConflict, g.Status)
+		}
+		g.Status, g.EndedAt, g.EndedBy, g.EndReason = Revoked, now, a.ID, reason
+		if err := tx.UpdateGrant(ctx, g); err != nil {
+			return err
+		}
+		return s.grantEvent(ctx, tx, a, audit.GrantRevoked, g, reason, now)
+	})
+	return g, err
+}
+
+// visibleGrant loads a grant the actor may act on with one of perms at its
+// site; an unknown grant and a refused one look alike to whoever may not
+// act at every site.
+func (s *Service) visibleGrant(ctx context.Context, a Actor, id opgate.GrantID, perms ...opgate.Permission) (Grant, error) {
+	var g Grant
+	err := s.db.View(ctx, func(tx Tx) (err error) { g, err = tx.GetGrant(ctx, id); return })
+	if err != nil && !errors.Is(err, opgate.ErrNotFound) {
+		return g, err
+	}
+	for _, p := range perms {
+		if g.ID != "" && s.Require(ctx, a.ID, p, g.SiteID) == nil {
+			return g, nil
+		}
+	}
+	for _, p := range perms {
+		if s.Require(ctx, a.ID, p, opgate.AllSites) == nil {
+			return Grant{}, ErrNotFound
+		}
+	}
+	return Grant{}, ErrForbidden
+}
+
+// ListGrants lists grants the actor may see: all for a holder of
+// grant.manage or audit.read at every site, else those of the sites where
+// the actor holds grant.manage.
+func (s *Service) ListGrants(ctx context.Context, a Actor, f GrantFilter) ([]Grant, error) {
+	sites, err := s.Sites(ctx, a.ID, roles.GrantManage)
+	if err != nil {
+		return nil, err
+	}
+	if len(sites) == 0 {
+		return nil, ErrForbidden
+	}
+	all := false
+	for _, x := range sites {
+		all = all || x == opgate.AllSites
+	}
+	if !all && f.SiteID == "" && len(sites) == 1 {
+		f.SiteID = sites[0]
+	}
+	var out []Grant
+	err = s.db.View(ctx, func(tx Tx) error {
+		gs, err := tx.ListGrants(ctx, f)
+		if err != nil {
+			return err
+		}
+		for _, g := range gs {
+			if all || containsSite(sites, g.SiteID) {
+				out = append(out, g)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+func containsSite(sites []opgate.SiteID, s opgate.SiteID) bool {
+	for _, x := range sites {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// GrantsOf lists an operator's grants, for the operator view.
+func (s *Service) GrantsOf(ctx context.Context, op opgate.OperatorID) ([]Grant, error) {
+	var out []Grant
+	err := s.db.View(ctx, func(tx Tx) (err error) { out, err = tx.ListGrants(ctx, GrantFilter{OperatorID: op}); return })
+	return out, err
+}
+
+// ListRoles lists every role.
+func (s *Service) ListRoles(ctx context.Context) ([]roles.Role, error) {
+	var out []roles.Role
+	err := s.db.View(ctx, func(tx Tx) (err error) { out, err = tx.ListRoles(ctx); return })
+	return out, err
+}
+
+// PutRole creates (create=true) or replaces a role, audited.
+func (s *Service) PutRole(ctx context.Context, a Actor, r roles.Role, create bool) (roles.Role, error) {
+	if err := s.Require(ctx, a.ID, roles.RoleManage, opgate.AllSites); err != nil {
+		return r, err
+	}
+	if err := roles.Validate(r); err != nil {
+		return r, err
+	}
+	now := s.clk.Now()
+	err := s.db.InTx(ctx, func(tx Tx) error {
+		old, err := tx.GetRole(ctx, r.ID)
+		switch {
+		case err == nil && create:
+			return fmt.Errorf("%w: role %s exists", ErrConflict, r.ID)
+		case errors.Is(err, opgate.ErrNotFound) && !create:
+			return fmt.Errorf("%w: role %s", ErrNotFound, r.ID)
+		case err != nil && !errors.Is(err, opgate.ErrNotFound):
+			return err
+		}
+		r.BuiltIn = old.BuiltIn
+		if err := tx.PutRole(ctx, r); err != nil {
+			return err
+		}
+		e := audit.Event{Type: audit.RoleChanged, At: now, ActorID: a.ID, TerminalID: a.TerminalID, Resource: "role:" + string(r.ID)}
+		e.Data = audit.D(map[string]any{"old": roleData(old), "new": roleData(r)})
+		_, err = tx.AppendAudit(ctx, e)
+		return err
+	})
+	return r, err
+}
+
+func roleData(r roles.Role) map[string]any {
+	if r.ID == "" {
+		return nil
+	}
+	return map[string]any{"name": r.Name, "permissions": r.Permissions, "conflicts_with": r.ConflictsWith}
+}
+
+// SeedRoles stores the built-in roles inside tx (bootstrap).
+func SeedRoles(ctx context.Context, tx Tx) error {
+	for _, r := range roles.BuiltIn() {
+		if err := tx.PutRole(ctx, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Sweep marks grants past valid_until expired, each with a grant.expired
+// event. Decisions already ignore them from that instant; this keeps the
+// stored status and the history in step.
+func (s *Service) Sweep(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		now := s.clk.Now()
+		n := 0
+		err := s.db.InTx(ctx, func(tx Tx) error {
+			gs, err := tx.ExpireGrants(ctx, now, 500)
+			if err != nil {
+				return err
+			}
+			n = len(gs)
+			for _, g := range gs {
+				if err := s.grantEvent(ctx, tx, Actor{}, audit.GrantExpired, g, "valid_until passed", now); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		total += n
+		if err != nil || n < 500 {
+			return total, err
+		}
+	}
+}

@@ -1,0 +1,182 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// decode reads one JSON object into dst, refusing unknown fields, wrong
+// types, trailing data and bodies over the limit. An empty body is allowed
+// only when every field is optional.
+func decode(r *http.Request, dst any, optional bool) error {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return errTooLarge
+		}
+		return invalid("body", "could not be read")
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		if optional {
+			return nil
+		}
+		return invalid("body", "a JSON object is required")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return jsonError(err)
+	}
+	if dec.More() {
+		return invalid("body", "one JSON object only")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return invalid("body", "one JSON object only")
+	}
+	return nil
+}
+
+func jsonError(err error) error {
+	if se, ok := errors.AsType[*json.SyntaxError](err); ok {
+		return invalid("body", fmt.Sprintf("malformed JSON at byte %d", se.Offset))
+	}
+	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		field := te.Field
+		if field == "" {
+			field = "body"
+		}
+		return invalid(field, "must be "+jsonKind(te.Type.String()))
+	}
+	if ve, ok := errors.AsType[*timeError](err); ok {
+		return invalid("body", ve.Error())
+	}
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return invalid(strings.Trim(name, `"`), "unknown field")
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return invalid("body", "malformed JSON: unexpected end")
+	}
+	return invalid("body", "malformed JSON")
+}
+
+func jsonKind(goType string) string {
+	switch {
+	case strings.Contains(goType, "int"), strings.Contains(goType, "float"):
+		return "a number"
+	case goType == "string", strings.HasSuffix(goType, "ID"):
+		return "a string"
+	case goType == "bool":
+		return "true or false"
+	case strings.HasPrefix(goType, "[]"):
+		return "an array"
+	case strings.Contains(goType, "Time"):
+		return "an RFC 3339 time string"
+	}
+	return "a " + goType
+}
+
+// Time is an RFC 3339 instant on the wire; null or absent is the zero time.
+type Time struct{ time.Time }
+
+type timeError struct{ value string }
+
+func (e *timeError) Error() string { return fmt.Sprintf("%q is not an RFC 3339 time", e.value) }
+
+// UnmarshalJSON accepts RFC 3339 strings and null.
+func (t *Time) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		t.Time = time.Time{}
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return &json.UnmarshalTypeError{Value: "non-string", Type: timeType}
+	}
+	v, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil || v.Year() < 1970 || v.Year() > 9999 {
+		return &timeError{value: truncate(s, 40)}
+	}
+	t.Time = v.UTC().Truncate(time.Microsecond)
+	return nil
+}
+
+var timeType = reflect.TypeFor[Time]()
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// MarshalJSON writes RFC 3339 UTC or null.
+func (t Time) MarshalJSON() ([]byte, error) {
+	if t.IsZero() {
+		return []byte("null"), nil
+	}
+	return json.Marshal(t.UTC().Format(time.RFC3339Nano))
+}
+
+func ts(t time.Time) Time { return Time{t} }
+
+// page reads ?limit= and ?cursor=.
+func page(r *http.Request) (limit int, after string, err error) {
+	limit = 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, perr := strconv.Atoi(v)
+		if perr != nil || n < 1 || n > 1000 {
+			return 0, "", invalid("limit", "an integer from 1 to 1000")
+		}
+		limit = n
+	}
+	if c := r.URL.Query().Get("cursor"); c != "" {
+		b, derr := base64.RawURLEncoding.DecodeString(c)
+		if derr != nil || len(b) == 0 || len(b) > 128 {
+			return 0, "", invalid("cursor", "not a cursor this server gave")
+		}
+		after = string(b)
+	}
+	return limit, after, nil
+}
+
+func cursor(last string) *string {
+	c := base64.RawURLEncoding.EncodeToString([]byte(last))
+	return &c
+}
+
+// list is the contract's list envelope.
+type list[T any] struct {
+	Items      []T     `json:"items"`
+	NextCursor *string `json:"next_cursor"`
+}
+
+// listOf builds a page: one more item than asked was fetched to know
+// whether a next page exists.
+func listOf[S any, T any](items []S, limit int, key func(S) string, conv func(S) T) list[T] {
+	out := list[T]{Items: make([]T, 0, min(len(items), limit))}
+	for i, it := range items {
+		if i == limit {
+			out.NextCursor = cursor(key(items[i-1]))
+			break
+		}
+		out.Items = append(out.Items, conv(it))
+	}
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}

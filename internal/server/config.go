@@ -1,0 +1,111 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/opgate/opgate/ephemeral"
+	"github.com/opgate/opgate/ephemeral/memory"
+	eredis "github.com/opgate/opgate/ephemeral/redis"
+	"github.com/opgate/opgate/internal/clock"
+	"github.com/opgate/opgate/store"
+	"github.com/opgate/opgate/store/postgres"
+	"github.com/opgate/opgate/store/sqlite"
+)
+
+// Config is everything read from the environment, once.
+type Config struct {
+	Addr           string
+	DatabaseURL    string
+	RedisURL       string
+	RPID           string
+	RPOrigins      []string
+	SigningKeyFile string
+	TLSCert        string
+	TLSKey         string
+	TLSClientCA    string
+	Issuer         string
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+// LoadConfig reads the environment.
+func LoadConfig() Config {
+	c := Config{
+		Addr:           env("OPGATE_ADDR", "127.0.0.1:8080"),
+		DatabaseURL:    env("OPGATE_DATABASE_URL", "sqlite:opgate.db"),
+		RedisURL:       env("OPGATE_REDIS_URL", ""),
+		RPID:           env("OPGATE_RP_ID", "localhost"),
+		SigningKeyFile: env("OPGATE_SIGNING_KEY_FILE", ""),
+		TLSCert:        env("OPGATE_TLS_CERT", ""),
+		TLSKey:         env("OPGATE_TLS_KEY", ""),
+		TLSClientCA:    env("OPGATE_TLS_CLIENT_CA", ""),
+		Issuer:         env("OPGATE_ISSUER", "opgate"),
+	}
+	for _, o := range strings.Split(env("OPGATE_RP_ORIGINS", "http://localhost:8080"), ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			c.RPOrigins = append(c.RPOrigins, o)
+		}
+	}
+	return c
+}
+
+// Validate reports every inconsistency at once.
+func (c Config) Validate() error {
+	var errs []error
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("OPGATE_TLS_CERT and OPGATE_TLS_KEY go together"))
+	}
+	if c.TLSClientCA != "" && c.TLSCert == "" {
+		errs = append(errs, errors.New("OPGATE_TLS_CLIENT_CA needs OPGATE_TLS_CERT and OPGATE_TLS_KEY"))
+	}
+	return errors.Join(errs...)
+}
+
+// OpenStore opens the store the URL names and applies migrations.
+func OpenStore(ctx context.Context, url string) (store.Store, error) {
+	switch {
+	case strings.HasPrefix(url, "sqlite:"):
+		path := strings.TrimPrefix(strings.TrimPrefix(url, "sqlite:"), "//")
+		if path == "" {
+			return nil, errors.New("OPGATE_DATABASE_URL: sqlite: needs a file path")
+		}
+		return sqlite.Open(ctx, path)
+	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+		return postgres.Open(ctx, url, postgres.Options{})
+	}
+	return nil, errors.New("OPGATE_DATABASE_URL must start with sqlite: or postgres://")
+}
+
+// OpenEphemeral opens Redis, or the in-process state when url is empty.
+func OpenEphemeral(ctx context.Context, url string, clk clock.Clock) (ephemeral.Store, func(), error) {
+	if url == "" {
+		s := memory.New(memory.Config{Clock: clk})
+		return s, func() { _ = s.Close() }, nil
+	}
+	opt, err := goredis.ParseURL(url)
+	if err != nil {
+		return nil, nil, errors.New("OPGATE_REDIS_URL is not a redis:// URL") // the parse error may echo a password
+	}
+	client := goredis.NewClient(opt)
+	if err := client.Ping(ctx).Err(); err != nil {
+		_ = client.Close()
+		return nil, nil, fmt.Errorf("redis: %w", ephemeral.ErrUnavailable)
+	}
+	s, err := eredis.New(eredis.Config{Client: client, Prefix: env("OPGATE_REDIS_PREFIX", "opgate:")})
+	if err != nil {
+		_ = client.Close()
+		return nil, nil, err
+	}
+	return s, func() { _ = s.Close(); _ = client.Close() }, nil
+}

@@ -1,0 +1,139 @@
+// Package server wires one opgate server: the store and ephemeral state
+// named by the configuration, the domain services on top, the HTTP API and
+// the scheduler. The command and the end-to-end tests both build servers
+// through it, so that what is tested is what runs.
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/opgate/opgate"
+	"github.com/opgate/opgate/audit"
+	"github.com/opgate/opgate/authn"
+	"github.com/opgate/opgate/authz"
+	"github.com/opgate/opgate/ephemeral"
+	"github.com/opgate/opgate/httpapi"
+	"github.com/opgate/opgate/internal/clock"
+	"github.com/opgate/opgate/lifecycle"
+	"github.com/opgate/opgate/policy"
+	"github.com/opgate/opgate/store"
+)
+
+// App is one wired server.
+type App struct {
+	Store     store.Store
+	Eph       ephemeral.Store
+	Lifecycle *lifecycle.Service
+	Authz     *authz.Service
+	Sessions  *authn.Sessions
+	Policies  *policy.Source
+	API       *httpapi.Server
+	clk       clock.Clock
+	log       *slog.Logger
+}
+
+// wire builds every service on an open store and ephemeral state.
+func Wire(ctx context.Context, cfg Config, st store.Store, eph ephemeral.Store, clk clock.Clock, log *slog.Logger) (*App, error) {
+	a := &App{Store: st, Eph: eph, clk: clk, log: log}
+	keys, err := authn.LoadSigningKeys(ctx, store.Runner[authn.KeyTx]{S: st}, cfg.SigningKeyFile, clk.Now())
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := authn.NewTokens(authn.TokenConfig{Issuer: cfg.Issuer, Keys: keys, Clock: clk})
+	if err != nil {
+		return nil, err
+	}
+	polDB := store.Runner[policy.Tx]{S: st}
+	a.Policies = policy.NewSource(func(ctx context.Context) (policy.Policy, error) { return policy.Load(ctx, polDB) }, clk, 0)
+	if a.Authz, err = authz.New(authz.Config{DB: store.Runner[authz.Tx]{S: st}, Clock: clk}); err != nil {
+		return nil, err
+	}
+	if a.Sessions, err = authn.NewSessions(authn.SessionConfig{DB: store.Runner[authn.SessionTx]{S: st}, Cache: eph, Tokens: tokens,
+		Policy: a.Policies, IsNotFound: func(err error) bool { return errors.Is(err, ephemeral.ErrNotFound) }, Clock: clk}); err != nil {
+		return nil, err
+	}
+	if a.Lifecycle, err = lifecycle.New(lifecycle.Config{DB: store.Runner[lifecycle.Tx]{S: st}, Authorizer: a.Authz, Sessions: a.Sessions, Clock: clk}); err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.API, err = httpapi.New(httpapi.Config{
+		Lifecycle: a.Lifecycle, Authz: a.Authz, Sessions: a.Sessions, Policy: polDB, Policies: a.Policies, Chain: st,
+		Views: views{st}, Ready: a.ready, Logger: log, Registry: reg, Clock: clk,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *App) ready(ctx context.Context) error {
+	return errors.Join(a.Store.Ping(ctx), a.Eph.Ping(ctx))
+}
+
+// Sweep runs everything dated: changes due, IDs past their end, grants
+// past valid_until, and tombstones for sessions whose end the cache may
+// have missed. Each part is exported by its package so that tests call it
+// after moving the clock.
+func (a *App) Sweep(ctx context.Context, since time.Time) {
+	if n, err := a.Lifecycle.Sweep(ctx); err != nil {
+		a.log.ErrorContext(ctx, "lifecycle sweep", "error", err.Error())
+	} else if n > 0 {
+		a.log.InfoContext(ctx, "lifecycle sweep", "applied", n)
+	}
+	if n, err := a.Authz.Sweep(ctx); err != nil {
+		a.log.ErrorContext(ctx, "grant sweep", "error", err.Error())
+	} else if n > 0 {
+		a.log.InfoContext(ctx, "grant sweep", "expired", n)
+	}
+	if err := a.Sessions.Reconcile(ctx, since); err != nil {
+		a.log.WarnContext(ctx, "session reconcile", "error", err.Error())
+	}
+}
+
+// Scheduler calls Sweep on a ticker until ctx ends.
+func (a *App) Scheduler(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := a.clk.Now().Add(-time.Minute)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			now := a.clk.Now()
+			a.Sweep(ctx, last.Add(-5*time.Second))
+			last = now
+		}
+	}
+}
+
+// views reads what the API shows beside the services' answers.
+type views struct{ s store.Store }
+
+func (v views) ListAudit(ctx context.Context, f audit.Filter) ([]audit.Event, error) {
+	var out []audit.Event
+	err := v.s.View(ctx, func(tx store.Tx) (err error) { out, err = tx.ListAudit(ctx, f); return })
+	return out, err
+}
+
+func (v views) CardsOf(ctx context.Context, op opgate.OperatorID) ([]authn.Card, error) {
+	var out []authn.Card
+	err := v.s.View(ctx, func(tx store.Tx) (err error) { out, err = tx.ListCards(ctx, op); return })
+	return out, err
+}
+
+func (v views) PasswordOf(ctx context.Context, op opgate.OperatorID) (authn.PasswordRecord, bool, error) {
+	var p authn.PasswordRecord
+	err := v.s.View(ctx, func(tx store.Tx) (err error) { p, err = tx.GetPassword(ctx, op); return })
+	if errors.Is(err, opgate.ErrNotFound) {
+		return p, false, nil
+	}
+	return p, err == nil, err
+}

@@ -1,0 +1,49 @@
+package sqlite_test
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/opgate/opgate/store"
+	"github.com/opgate/opgate/store/internal/sqlstore"
+	"github.com/opgate/opgate/store/sqlite"
+	"github.com/opgate/opgate/store/storetest"
+)
+
+// open opens a store on a new file private to tb, closed when tb ends.
+func open(tb testing.TB) *sqlstore.DB {
+	tb.Helper()
+	db, err := sqlite.Open(tb.Context(), filepath.Join(tb.TempDir(), "opgate.db"))
+	if err != nil {
+		tb.Fatalf("open: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := db.Close(); err != nil {
+			tb.Errorf("close: %v", err)
+		}
+	})
+	return db
+}
+
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Harness {
+		db := open(t)
+		return storetest.Harness{
+			Store: db,
+			// The store's own writer pool: SQLite has one writer, and the
+			// suite runs raw statements only between transactions.
+			Exec: func(t *testing.T, query string) error {
+				_, err := db.W.ExecContext(t.Context(), query)
+				return err
+			},
+			Unguard: []string{
+				`DROP TRIGGER audit_events_no_update`,
+				`DROP TRIGGER audit_events_no_delete`,
+			},
+		}
+	})
+}
+
+func BenchmarkStore(b *testing.B) {
+	storetest.Bench(b, func(b *testing.B) store.Store { return open(b) })
+}
