@@ -39,18 +39,18 @@ type fieldError struct {
 
 // Stable problem codes of the contract.
 const (
-	codeValidation       = "validation_failed"
-	codeUnauthenticated  = "unauthenticated"
-	codeForbidden        = "forbidden"
-	codeSelfGrant        = "self_grant"
-	codeNotFound         = "not_found"
-	codeConflict         = "conflict"
-	codeSoD              = "sod_conflict"
-	codePasswordChange   = "password_change_required"
-	codeTooLarge         = "request_too_large"
-	codeMethod           = "method_not_allowed"
-	codeUnavailable      = "unavailable"
-	codeInternal         = "internal"
+	codeValidation         = "validation_failed"
+	codeUnauthenticated    = "unauthenticated"
+	codeForbidden          = "forbidden"
+	codeSelfGrant          = "self_grant"
+	codeNotFound           = "not_found"
+	codeConflict           = "conflict"
+	codeSoD                = "sod_conflict"
+	codePasswordChange     = "password_change_required"
+	codeTooLarge           = "request_too_large"
+	codeMethod             = "method_not_allowed"
+	codeUnavailable        = "unavailable"
+	codeInternal           = "internal"
 	codeInvalidCredentials = "invalid_credentials"
 )
 

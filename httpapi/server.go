@@ -126,9 +126,9 @@ func (s *Server) Routes() []route { return append([]route(nil), s.routes...) }
 type authMode int
 
 const (
-	public      authMode = iota // no token
-	bearer                      // a live session
-	bearerAny                   // a live session, even one that must change its password
+	public    authMode = iota // no token
+	bearer                    // a live session
+	bearerAny                 // a live session, even one that must change its password
 )
 
 // handler is what routes implement: errors are returned, never written.

@@ -36,7 +36,9 @@ type FieldError struct{ Field, Message string }
 // ValidationError lists every problem of a request at once.
 type ValidationError struct{ Fields []FieldError }
 
-func (e *ValidationError) Error() string { return fmt.Sprintf("lifecycle: invalid request: %v", e.Fields) }
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("lifecycle: invalid request: %v", e.Fields)
+}
 func (e *ValidationError) Unwrap() error { return ErrValidation }
 
 // Tx is what lifecycle reads and writes inside one transaction.
