@@ -25,6 +25,8 @@ type KeyTx interface {
 	AddSigningKey(ctx context.Context, k StoredKey) error
 	UpdateSigningKey(ctx context.Context, k StoredKey) error
 	AppendAudit(ctx context.Context, e audit.Event) (audit.Event, error)
+	// PutMeta records a one-off marker; ErrConflict if it is present.
+	PutMeta(ctx context.Context, key, value string) error
 }
 
 // KeyDB runs key management's transactions.
@@ -35,8 +37,11 @@ type KeyDB interface {
 // LoadSigningKeys returns the keys to sign and verify with. With a key
 // file, that key alone signs. Otherwise the keys kept in the store are
 // used, and on first start a key is generated and kept there; replicas
-// starting together agree on one, since the second insert conflicts and
-// that replica reads the first's.
+// starting together agree on one: each first claims the generation (a
+// marker named by how many keys are stored), the second claim conflicts,
+// and that replica reads the first's key. Distinct keys never conflict by
+// themselves, and under PostgreSQL's READ COMMITTED both replicas would
+// otherwise add their own and refuse each other's tokens.
 func LoadSigningKeys(ctx context.Context, db KeyDB, file string, now time.Time) ([]SigningKey, error) {
 	if file != "" {
 		b, err := os.ReadFile(file)
@@ -54,8 +59,12 @@ func LoadSigningKeys(ctx context.Context, db KeyDB, file string, now time.Time) 
 	for attempt := 0; attempt < 3; attempt++ {
 		err := db.InTx(ctx, func(tx KeyTx) error {
 			var err error
-			keys, err = storedKeys(ctx, tx, now)
+			var stored int
+			keys, stored, err = storedKeys(ctx, tx, now)
 			if err != nil || hasCurrent(keys) {
+				return err
+			}
+			if err := tx.PutMeta(ctx, fmt.Sprintf("signing_key_generation_%d", stored), now.UTC().Format(time.RFC3339Nano)); err != nil {
 				return err
 			}
 			k, err := addKey(ctx, tx, now)
@@ -72,10 +81,12 @@ func LoadSigningKeys(ctx context.Context, db KeyDB, file string, now time.Time) 
 	return nil, errors.New("authn: could not agree on a signing key")
 }
 
-func storedKeys(ctx context.Context, tx KeyTx, now time.Time) ([]SigningKey, error) {
+// storedKeys returns the keys still live at now, and how many keys are
+// stored, live or not.
+func storedKeys(ctx context.Context, tx KeyTx, now time.Time) ([]SigningKey, int, error) {
 	stored, err := tx.ListSigningKeys(ctx)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var keys []SigningKey
 	for _, sk := range stored {
@@ -84,12 +95,12 @@ func storedKeys(ctx context.Context, tx KeyTx, now time.Time) ([]SigningKey, err
 		}
 		k, err := ParseSigningKey(sk.ID, sk.PEM)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		k.CreatedAt, k.NotAfter = sk.CreatedAt, sk.NotAfter
 		keys = append(keys, k)
 	}
-	return keys, nil
+	return keys, len(stored), nil
 }
 
 func hasCurrent(keys []SigningKey) bool {

@@ -118,10 +118,14 @@ func (h phc) String() string {
 // HashPassword returns pw's argon2id hash as a PHC string,
 // $argon2id$v=19$m=19456,t=2,p=1$<salt>$<key>, with a 16-byte random salt
 // and a 32-byte key, both in unpadded standard base64. The password is
-// NFKC-normalised first.
+// NFKC-normalised first. Passwords over MaxPasswordBytes are refused, as
+// VerifyPassword would never match them; CheckPassword reports them first.
 func HashPassword(pw string, p PasswordParams) (string, error) {
 	if err := p.validate(); err != nil {
 		return "", err
+	}
+	if len(pw) > MaxPasswordBytes {
+		return "", fmt.Errorf("authn: password over %d bytes", MaxPasswordBytes)
 	}
 	h := phc{params: p, salt: make([]byte, saltLen), key: make([]byte, keyLen)}
 	_, _ = rand.Read(h.salt) // never fails (crypto/rand)
@@ -138,16 +142,27 @@ func (h phc) derive(pw string) []byte {
 // VerifyPassword reports whether pw matches the PHC string phc. An error
 // means the stored string is unusable (ErrPasswordHash), never that the
 // password is wrong. The comparison takes constant time.
+//
+// A pw over MaxPasswordBytes never matches, since no such password can be
+// set, but it is still hashed (its first MaxPasswordBytes bytes): returning
+// early would answer a known operator sooner than DummyVerify answers for
+// an unknown one, and hashing all of it would answer later.
 func VerifyPassword(phcString, pw string) (ok bool, err error) {
 	h, err := parsePHC(phcString)
 	if err != nil {
 		return false, err
 	}
-	return subtle.ConstantTimeCompare(h.derive(pw), h.key) == 1, nil
+	tooLong := len(pw) > MaxPasswordBytes
+	if tooLong {
+		pw = pw[:MaxPasswordBytes]
+	}
+	match := subtle.ConstantTimeCompare(h.derive(pw), h.key) == 1
+	return match && !tooLong, nil
 }
 
-// dummySalt is public; DummyVerify's result is thrown away.
-var dummySalt = [saltLen]byte{'o', 'p', 'g', 'a', 't', 'e', ' ', 'd', 'u', 'm', 'm', 'y', ' ', 's', 'l', 't'}
+// dummySalt is DummyVerify's salt, saltLen bytes. It is public: the
+// result is thrown away.
+const dummySalt = "opgate dummy slt"
 
 // DummyVerify costs what VerifyPassword costs for a hash made with p, and
 // decides nothing. Call it where an operator has no hash (unknown,
@@ -158,7 +173,7 @@ func DummyVerify(p PasswordParams) {
 	if p.validate() != nil {
 		p = DefaultPasswordParams
 	}
-	h := phc{params: p, salt: dummySalt[:], key: make([]byte, keyLen)}
+	h := phc{params: p, salt: []byte(dummySalt), key: make([]byte, keyLen)}
 	_, _ = VerifyPassword(h.String(), "opgate dummy password")
 }
 
@@ -419,8 +434,8 @@ const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 // NewEnrollmentCode returns a card enrollment code, XXXX-XXXX-XXXX in
 // Crockford base32: 60 bits, enough for a code that is single-use and
-// lives 15 minutes. Store and look it up by
-// hashToken(NormalizeEnrollmentCode(code)).
+// lives 15 minutes. It is kept and looked up as EnrollmentCodeHash, which
+// normalises it first.
 func NewEnrollmentCode() string {
 	s := randomString(crockford, 12)
 	return s[:4] + "-" + s[4:8] + "-" + s[8:]

@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"testing/cryptotest"
-	"time"
 	"unicode"
 
 	"github.com/google/go-cmp/cmp"
@@ -46,6 +46,8 @@ func TestHashVerifyPassword(t *testing.T) {
 		{name: "ideographic space equals space", set: "すずき　たろう 7", try: "すずき たろう 7", want: true},
 		{name: "kanji", set: "住民記録端末の合言葉9", try: "住民記録端末の合言葉9", want: true},
 		{name: "hiragana is not katakana", set: "ぱすわーど2024", try: "パスワード2024", want: false},
+		{name: "longest allowed", set: strings.Repeat("x", MaxPasswordBytes), try: strings.Repeat("x", MaxPasswordBytes), want: true},
+		{name: "longer never matches", set: strings.Repeat("x", MaxPasswordBytes), try: strings.Repeat("x", MaxPasswordBytes+1), want: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := mustHash(t, tc.set, testParams)
@@ -133,6 +135,12 @@ func TestHashPasswordInvalidParams(t *testing.T) {
 				t.Errorf("HashPassword(%+v) = %q, %v; want \"\", ErrPasswordParams", tc.p, h, err)
 			}
 		})
+	}
+}
+
+func TestHashPasswordTooLong(t *testing.T) {
+	if h, err := HashPassword(strings.Repeat("x", MaxPasswordBytes+1), testParams); err == nil {
+		t.Errorf("HashPassword(%d bytes) = %q, nil; want an error", MaxPasswordBytes+1, h)
 	}
 }
 
@@ -276,30 +284,47 @@ func TestPasswordNeedsRehash(t *testing.T) {
 	}
 }
 
-func TestPasswordDummyVerify(t *testing.T) {
-	// Invalid parameters fall back to the defaults instead of panicking
-	// inside argon2 or returning at once.
-	for _, p := range []PasswordParams{{}, {Memory: 1, Time: 1, Threads: 1}, {Memory: 1 << 30, Time: 1000, Threads: 255}} {
-		DummyVerify(p)
-	}
+// allocated is how many bytes f allocates. argon2id allocates its memory
+// parameter in full, so this shows which parameters ran, without the
+// noise of timing.
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
 
-	// An unknown operator costs what a wrong password costs. Timing is
-	// noisy, so take the fastest of several runs and allow a factor of 2.
-	p := PasswordParams{Memory: 4096, Time: 2, Threads: 1}
-	h := mustHash(t, "pw", p)
-	fastest := func(f func()) time.Duration {
-		best := time.Duration(1<<63 - 1)
-		for range 7 {
-			start := time.Now()
-			f()
-			best = min(best, time.Since(start))
-		}
-		return best
-	}
-	verify := fastest(func() { _, _ = VerifyPassword(h, "wrong") })
-	dummy := fastest(func() { DummyVerify(p) })
-	if ratio := float64(dummy) / float64(verify); ratio < 0.5 || ratio > 2 {
-		t.Errorf("DummyVerify took %v, VerifyPassword %v (ratio %.2f); want within a factor of 2", dummy, verify, ratio)
+func TestPasswordDummyVerify(t *testing.T) {
+	// An unknown operator costs what a wrong password costs: DummyVerify
+	// runs argon2id with the parameters given (invalid ones fall back to
+	// the defaults instead of panicking inside argon2 or returning at
+	// once). BenchmarkPassword/dummy-default compares the times.
+	for _, tc := range []struct {
+		name    string
+		p       PasswordParams
+		wantKiB uint32
+	}{
+		{name: "given", p: PasswordParams{Memory: 4096, Time: 1, Threads: 1}, wantKiB: 4096},
+		{name: "given, more memory and lanes", p: PasswordParams{Memory: 8192, Time: 1, Threads: 2}, wantKiB: 8192},
+		{name: "zero falls back to defaults", p: PasswordParams{}, wantKiB: DefaultPasswordParams.Memory},
+		{name: "too little memory falls back", p: PasswordParams{Memory: 1, Time: 1, Threads: 1}, wantKiB: DefaultPasswordParams.Memory},
+		{name: "absurd falls back", p: PasswordParams{Memory: 1 << 30, Time: 1000, Threads: 255}, wantKiB: DefaultPasswordParams.Memory},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dummy := allocated(func() { DummyVerify(tc.p) })
+			if want := uint64(tc.wantKiB) * 1024; dummy < want || dummy > want+want/4 {
+				t.Errorf("DummyVerify(%+v) allocated %d bytes, want %d..%d", tc.p, dummy, want, want+want/4)
+			}
+			if tc.p.validate() != nil {
+				return
+			}
+			h := mustHash(t, "pw", tc.p)
+			verify := allocated(func() { _, _ = VerifyPassword(h, "wrong") })
+			if lo, hi := verify-verify/20, verify+verify/20; dummy < lo || dummy > hi {
+				t.Errorf("DummyVerify allocated %d bytes, VerifyPassword %d; want within 5%%", dummy, verify)
+			}
+		})
 	}
 }
 

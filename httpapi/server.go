@@ -64,12 +64,13 @@ type Server struct {
 	log     *slog.Logger
 	clk     clock.Clock
 	mux     *http.ServeMux
-	routes  []route
+	routes  []Route
 	metrics *metrics
 	reg     *prometheus.Registry
 }
 
-type route struct{ Method, Path string }
+// Route is one method and path the server answers.
+type Route struct{ Method, Path string }
 
 // New validates cfg and builds the routes.
 func New(cfg Config) (*Server, error) {
@@ -120,7 +121,7 @@ func isNil(v any) bool {
 func (s *Server) Handler() http.Handler { return s.withRequest(s.mux) }
 
 // Routes lists every route, for the OpenAPI test.
-func (s *Server) Routes() []route { return append([]route(nil), s.routes...) }
+func (s *Server) Routes() []Route { return append([]Route(nil), s.routes...) }
 
 // authMode says how a route authenticates.
 type authMode int
@@ -138,7 +139,7 @@ type handler func(w http.ResponseWriter, r *http.Request, p authn.Principal) err
 // before the request's content is even read, so that a caller without it
 // learns nothing about the target (API.md, Conventions).
 func (s *Server) handle(method, path string, mode authMode, perm opgate.Permission, h handler) {
-	s.routes = append(s.routes, route{method, path})
+	s.routes = append(s.routes, Route{method, path})
 	pattern := method + " " + path
 	s.mux.Handle(pattern, s.instrument(pattern, func(w http.ResponseWriter, r *http.Request) {
 		var p authn.Principal

@@ -75,13 +75,15 @@ func (s *Service) change(ctx context.Context, a Actor, c Change) (Outcome, error
 		var out Outcome
 		var ended []opgate.SessionID
 		err := s.db.InTx(ctx, func(tx Tx) error {
-			o, err := tx.GetOperatorForUpdate(ctx, c.OperatorID)
+			res, err := s.applyBatch(ctx, tx, []Change{c}, func(Change) Actor { return a }, now)
 			if err != nil {
-				return notFound(err)
+				return err
 			}
-			o, ended, err = s.apply(ctx, tx, a, o, c, now)
-			out.Operator = o
-			return err
+			if r := res[0]; r.err != nil {
+				return r.err
+			}
+			out.Operator, ended = res[0].op, res[0].sessions
+			return nil
 		})
 		if err == nil {
 			s.ended(ctx, ended)
@@ -130,83 +132,175 @@ func (s *Service) check(ctx context.Context, tx Tx, o Operator, c Change) error 
 	return nil
 }
 
-// apply carries out a transfer or retirement inside tx, with every event.
-func (s *Service) apply(ctx context.Context, tx Tx, a Actor, o Operator, c Change, now time.Time) (Operator, []opgate.SessionID, error) {
-	if err := s.check(ctx, tx, o, c); err != nil {
-		return o, nil, err
-	}
-	from := o.SiteID
-	why := string(c.Kind)
-	if c.Kind == ChangeTransfer {
-		why = "transferred"
-		o.SiteID = c.ToSiteID
-	} else {
-		why = "retired"
-		o.Status = Retired
-	}
-	o.StatusChanged = now
-	ended, err := s.endRights(ctx, tx, a, o.ID, from, c.Reason, why, now)
-	if err != nil {
-		return o, nil, err
-	}
-	if err := tx.UpdateOperator(ctx, o); err != nil {
-		return o, nil, err
-	}
-	typ := audit.OperatorTransferred
-	d := map[string]any{"from_site_id": string(from)}
-	if c.Kind == ChangeRetire {
-		typ = audit.OperatorRetired
-	} else {
-		d["to_site_id"] = string(c.ToSiteID)
-	}
-	if c.ID != "" {
-		d["change_id"] = string(c.ID)
-	}
-	e := a.event(typ, now)
-	e.OperatorID, e.SiteID, e.Resource, e.Reason, e.Data = o.ID, from, "operator:"+string(o.ID), c.Reason, audit.D(d)
-	_, err = tx.AppendAudit(ctx, e)
-	return o, ended, err
+// result is what applying one change did.
+type result struct {
+	op       Operator
+	sessions []opgate.SessionID
+	err      error // why the change could not apply; the batch goes on
 }
 
-// endRights ends every grant, collects every card and ends every session
-// of an operator, each with its own event, so that the history shows
-// exactly which rights ended and why.
-func (s *Service) endRights(ctx context.Context, tx Tx, a Actor, id opgate.OperatorID, site opgate.SiteID, reason, why string, now time.Time) ([]opgate.SessionID, error) {
-	grants, err := tx.EndGrants(ctx, id, now, a.ID, reason)
+// applyBatch carries out transfers and retirements inside tx, each with
+// every event, in a handful of statements however many changes there are:
+// the April 1 reshuffle moves thousands of operators at once (R1.5). A
+// change the operator's state no longer allows gets its error in its
+// result and the others go on; a storage error aborts the whole batch.
+func (s *Service) applyBatch(ctx context.Context, tx Tx, cs []Change, actor func(Change) Actor, now time.Time) ([]result, error) {
+	ids := make([]opgate.OperatorID, len(cs))
+	for i, c := range cs {
+		ids[i] = c.OperatorID
+	}
+	locked, err := tx.GetOperatorsForUpdate(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
-	cards, err := tx.CollectCards(ctx, id, now)
-	if err != nil {
-		return nil, err
+	ops := make(map[opgate.OperatorID]Operator, len(locked))
+	for _, o := range locked {
+		ops[o.ID] = o
 	}
-	sessions, err := tx.EndOperatorSessions(ctx, id, now, why)
-	if err != nil {
-		return nil, err
+	res := make([]result, len(cs))
+	sites := map[opgate.SiteID]error{}
+	// Changes that can apply, grouped by what their statements share.
+	type key struct {
+		by     opgate.OperatorID
+		reason string
+		kind   ChangeKind
+		to     opgate.SiteID
 	}
-	emit := func(typ audit.Type, resource string) error {
+	groups := map[key][]int{}
+	var order []key
+	seen := map[opgate.OperatorID]bool{}
+	for i, c := range cs {
+		o, ok := ops[c.OperatorID]
+		switch {
+		case !ok:
+			res[i].err = ErrNotFound
+		case seen[o.ID]:
+			// Two changes of one operator due together: the first wins,
+			// the second is judged against the state it leaves.
+			res[i].err = fmt.Errorf("%w: another change of operator %s applies in the same instant", ErrConflict, o.ID)
+		default:
+			res[i].err = s.checkCached(ctx, tx, o, c, sites)
+		}
+		if res[i].err != nil {
+			continue
+		}
+		seen[o.ID] = true
+		k := key{actor(c).ID, c.Reason, c.Kind, c.ToSiteID}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], i)
+	}
+	type rights struct{ grants, cards, sessions []string }
+	byOp := map[opgate.OperatorID]*rights{}
+	for _, k := range order {
+		idx := groups[k]
+		gids := make([]opgate.OperatorID, len(idx))
+		for j, i := range idx {
+			gids[j] = cs[i].OperatorID
+			byOp[gids[j]] = &rights{}
+		}
+		why := "transferred"
+		if k.kind == ChangeRetire {
+			why = "retired"
+		}
+		grants, err := tx.EndGrants(ctx, gids, now, k.by, k.reason)
+		if err != nil {
+			return nil, err
+		}
+		cards, err := tx.CollectCards(ctx, gids, now)
+		if err != nil {
+			return nil, err
+		}
+		sessions, err := tx.EndOperatorSessions(ctx, gids, now, why)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range grants {
+			byOp[e.OperatorID].grants = append(byOp[e.OperatorID].grants, e.ID)
+		}
+		for _, e := range cards {
+			byOp[e.OperatorID].cards = append(byOp[e.OperatorID].cards, e.ID)
+		}
+		for _, e := range sessions {
+			byOp[e.OperatorID].sessions = append(byOp[e.OperatorID].sessions, e.ID)
+		}
+		if k.kind == ChangeTransfer {
+			err = tx.MoveOperators(ctx, gids, k.to, now)
+		} else {
+			err = tx.SetOperatorStatus(ctx, gids, Retired, now)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	// Events, change by change, in the order the changes came.
+	for i, c := range cs {
+		if res[i].err != nil {
+			continue
+		}
+		a, o, r := actor(c), ops[c.OperatorID], byOp[c.OperatorID]
+		from, why, typ := o.SiteID, "transferred", audit.OperatorTransferred
+		d := map[string]any{"from_site_id": string(from)}
+		if c.Kind == ChangeRetire {
+			why, typ = "retired", audit.OperatorRetired
+			o.Status = Retired
+		} else {
+			d["to_site_id"] = string(c.ToSiteID)
+			o.SiteID = c.ToSiteID
+		}
+		o.StatusChanged = now
+		if c.ID != "" {
+			d["change_id"] = string(c.ID)
+		}
+		if err := s.rightsEvents(ctx, tx, a, o.ID, from, c.Reason, why, now, r.grants, r.cards, r.sessions); err != nil {
+			return nil, err
+		}
 		e := a.event(typ, now)
-		e.OperatorID, e.SiteID, e.Resource, e.Reason = id, site, resource, reason
-		e.Data = audit.D(map[string]any{"cause": why})
-		_, err := tx.AppendAudit(ctx, e)
+		e.OperatorID, e.SiteID, e.Resource, e.Reason, e.Data = o.ID, from, "operator:"+string(o.ID), c.Reason, audit.D(d)
+		if _, err := tx.AppendAudit(ctx, e); err != nil {
+			return nil, err
+		}
+		res[i].op = o
+		for _, id := range r.sessions {
+			res[i].sessions = append(res[i].sessions, opgate.SessionID(id))
+		}
+	}
+	return res, nil
+}
+
+// checkCached is check with the batch's answers about sites remembered.
+func (s *Service) checkCached(ctx context.Context, tx Tx, o Operator, c Change, sites map[opgate.SiteID]error) error {
+	if c.Kind == ChangeTransfer && o.Status != Retired && o.Status != Expired {
+		if err, ok := sites[c.ToSiteID]; ok {
+			return err
+		}
+		err := s.check(ctx, tx, o, c)
+		sites[c.ToSiteID] = err
 		return err
 	}
-	for _, g := range grants {
-		if err := emit(audit.GrantRevoked, "grant:"+string(g)); err != nil {
-			return nil, err
+	return s.check(ctx, tx, o, c)
+}
+
+// rightsEvents records, one event each, the grants, cards and sessions a
+// change ended, so that the history shows exactly which rights ended and
+// why.
+func (s *Service) rightsEvents(ctx context.Context, tx Tx, a Actor, id opgate.OperatorID, site opgate.SiteID, reason, why string, now time.Time, grants, cards, sessions []string) error {
+	data := audit.D(map[string]any{"cause": why})
+	for _, list := range []struct {
+		typ    audit.Type
+		prefix string
+		ids    []string
+	}{{audit.GrantRevoked, "grant:", grants}, {audit.CardCollected, "card:", cards}, {audit.SessionEnded, "session:", sessions}} {
+		for _, rid := range list.ids {
+			e := a.event(list.typ, now)
+			e.OperatorID, e.SiteID, e.Resource, e.Reason, e.Data = id, site, list.prefix+rid, reason, data
+			if _, err := tx.AppendAudit(ctx, e); err != nil {
+				return err
+			}
 		}
 	}
-	for _, c := range cards {
-		if err := emit(audit.CardCollected, "card:"+string(c)); err != nil {
-			return nil, err
-		}
-	}
-	for _, ss := range sessions {
-		if err := emit(audit.SessionEnded, "session:"+string(ss)); err != nil {
-			return nil, err
-		}
-	}
-	return sessions, nil
+	return nil
 }
 
 // Suspend stops an operator on leave (R1.7): sessions end, grants stay but
@@ -245,15 +339,17 @@ func (s *Service) setStatus(ctx context.Context, a Actor, id opgate.OperatorID, 
 			return err
 		}
 		if to == Suspended {
-			if ended, err = tx.EndOperatorSessions(ctx, id, now, "suspended"); err != nil {
+			ss, err := tx.EndOperatorSessions(ctx, []opgate.OperatorID{id}, now, "suspended")
+			if err != nil {
 				return err
 			}
-			for _, ss := range ended {
-				e := a.event(audit.SessionEnded, now)
-				e.OperatorID, e.SiteID, e.Resource, e.Reason = id, o.SiteID, "session:"+string(ss), reason
-				if _, err := tx.AppendAudit(ctx, e); err != nil {
-					return err
-				}
+			var sids []string
+			for _, e := range ss {
+				sids = append(sids, e.ID)
+				ended = append(ended, opgate.SessionID(e.ID))
+			}
+			if err := s.rightsEvents(ctx, tx, a, id, o.SiteID, reason, "suspended", now, nil, nil, sids); err != nil {
+				return err
 			}
 		}
 		e := a.event(typ, now)
@@ -404,40 +500,41 @@ func (s *Service) sweepChanges(ctx context.Context) (int, error) {
 	err := s.db.InTx(ctx, func(tx Tx) error {
 		ended, n = ended[:0], 0
 		due, err := tx.ClaimDueChanges(ctx, now, s.batch)
+		if err != nil || len(due) == 0 {
+			return err
+		}
+		n = len(due)
+		// Events of a scheduled change name who decided it, not the
+		// scheduler that carried it out.
+		res, err := s.applyBatch(ctx, tx, due, func(c Change) Actor { return Actor{ID: c.CreatedBy} }, now)
 		if err != nil {
 			return err
 		}
-		for _, c := range due {
-			n++
-			a := Actor{ID: c.CreatedBy}
-			o, err := tx.GetOperatorForUpdate(ctx, c.OperatorID)
-			var e []opgate.SessionID
-			if err == nil {
-				_, e, err = s.apply(ctx, tx, a, o, c, now)
+		var applied []opgate.ChangeID
+		for i, c := range due {
+			r := res[i]
+			if r.err == nil {
+				applied = append(applied, c.ID)
+				ended = append(ended, r.sessions...)
+				continue
 			}
-			c.DoneAt = now
-			switch {
-			case err == nil:
-				c.Status = ChangeApplied
-				ended = append(ended, e...)
-			case errors.Is(err, ErrInvalidState) || errors.Is(err, ErrValidation) || errors.Is(err, ErrConflict) || isNotFound(err):
-				// The operator's state moved on since the change was
-				// dated: record why it did not apply instead of retrying.
-				c.Status, c.Error = ChangeFailed, err.Error()
-				ev := a.event(audit.ChangeFailed, now)
-				ev.OperatorID, ev.Resource, ev.Reason = c.OperatorID, "change:"+string(c.ID), c.Reason
-				ev.Data = audit.D(map[string]any{"error": err.Error()})
-				if _, err := tx.AppendAudit(ctx, ev); err != nil {
-					return err
-				}
-			default:
-				return err
+			if !(errors.Is(r.err, ErrInvalidState) || errors.Is(r.err, ErrValidation) || errors.Is(r.err, ErrConflict) || errors.Is(r.err, ErrNotFound)) {
+				return r.err
 			}
+			// The operator's state moved on since the change was dated:
+			// record why it did not apply instead of retrying it forever.
+			c.Status, c.DoneAt, c.Error = ChangeFailed, now, r.err.Error()
 			if err := tx.UpdateChange(ctx, c); err != nil {
 				return err
 			}
+			ev := Actor{ID: c.CreatedBy}.event(audit.ChangeFailed, now)
+			ev.OperatorID, ev.Resource, ev.Reason = c.OperatorID, "change:"+string(c.ID), c.Reason
+			ev.Data = audit.D(map[string]any{"error": r.err.Error()})
+			if _, err := tx.AppendAudit(ctx, ev); err != nil {
+				return err
+			}
 		}
-		return nil
+		return tx.FinishChanges(ctx, applied, ChangeApplied, now)
 	})
 	if err != nil {
 		return 0, err
@@ -453,21 +550,48 @@ func (s *Service) sweepExpiry(ctx context.Context) (int, error) {
 	err := s.db.InTx(ctx, func(tx Tx) error {
 		ended, n = ended[:0], 0
 		due, err := tx.DueOperators(ctx, now, s.batch)
+		if err != nil || len(due) == 0 {
+			return err
+		}
+		n = len(due)
+		ids := make([]opgate.OperatorID, len(due))
+		for i, o := range due {
+			ids[i] = o.ID
+		}
+		const reason = "valid_until passed"
+		grants, err := tx.EndGrants(ctx, ids, now, "", reason)
 		if err != nil {
 			return err
 		}
+		cards, err := tx.CollectCards(ctx, ids, now)
+		if err != nil {
+			return err
+		}
+		sessions, err := tx.EndOperatorSessions(ctx, ids, now, "expired")
+		if err != nil {
+			return err
+		}
+		if err := tx.SetOperatorStatus(ctx, ids, Expired, now); err != nil {
+			return err
+		}
+		of := func(list []Ended, op opgate.OperatorID) []string {
+			var out []string
+			for _, e := range list {
+				if e.OperatorID == op {
+					out = append(out, e.ID)
+				}
+			}
+			return out
+		}
 		for _, o := range due {
-			n++
-			e, err := s.endRights(ctx, tx, Actor{}, o.ID, o.SiteID, "valid_until passed", "expired", now)
-			if err != nil {
+			ss := of(sessions, o.ID)
+			if err := s.rightsEvents(ctx, tx, Actor{}, o.ID, o.SiteID, reason, "expired", now, of(grants, o.ID), of(cards, o.ID), ss); err != nil {
 				return err
 			}
-			ended = append(ended, e...)
-			o.Status, o.StatusChanged = Expired, now
-			if err := tx.UpdateOperator(ctx, o); err != nil {
-				return err
+			for _, id := range ss {
+				ended = append(ended, opgate.SessionID(id))
 			}
-			ev := audit.Event{Type: audit.OperatorExpired, At: now, OperatorID: o.ID, SiteID: o.SiteID, Resource: "operator:" + string(o.ID), Reason: "valid_until passed"}
+			ev := audit.Event{Type: audit.OperatorExpired, At: now, OperatorID: o.ID, SiteID: o.SiteID, Resource: "operator:" + string(o.ID), Reason: reason}
 			ev.Data = audit.D(map[string]any{"valid_until": o.ValidUntil.Format(time.RFC3339Nano)})
 			if _, err := tx.AppendAudit(ctx, ev); err != nil {
 				return err

@@ -60,15 +60,20 @@ type Tx interface {
 	GetLock(ctx context.Context, id opgate.OperatorID) (Lock, error)
 	PutLock(ctx context.Context, l Lock) error
 
-	EndGrants(ctx context.Context, op opgate.OperatorID, at time.Time, by opgate.OperatorID, reason string) ([]opgate.GrantID, error)
-	CollectCards(ctx context.Context, op opgate.OperatorID, at time.Time) ([]opgate.CardID, error)
-	EndOperatorSessions(ctx context.Context, op opgate.OperatorID, at time.Time, reason string) ([]opgate.SessionID, error)
+	GetOperatorsForUpdate(ctx context.Context, ids []opgate.OperatorID) ([]Operator, error)
+	MoveOperators(ctx context.Context, ids []opgate.OperatorID, site opgate.SiteID, at time.Time) error
+	SetOperatorStatus(ctx context.Context, ids []opgate.OperatorID, status Status, at time.Time) error
+
+	EndGrants(ctx context.Context, ops []opgate.OperatorID, at time.Time, by opgate.OperatorID, reason string) ([]Ended, error)
+	CollectCards(ctx context.Context, ops []opgate.OperatorID, at time.Time) ([]Ended, error)
+	EndOperatorSessions(ctx context.Context, ops []opgate.OperatorID, at time.Time, reason string) ([]Ended, error)
 
 	CreateChange(ctx context.Context, c Change) error
 	GetChange(ctx context.Context, id opgate.ChangeID) (Change, error)
 	UpdateChange(ctx context.Context, c Change) error
 	ListChanges(ctx context.Context, f ChangeFilter) ([]Change, error)
 	ClaimDueChanges(ctx context.Context, now time.Time, limit int) ([]Change, error)
+	FinishChanges(ctx context.Context, ids []opgate.ChangeID, status ChangeStatus, at time.Time) error
 
 	AppendAudit(ctx context.Context, e audit.Event) (audit.Event, error)
 }
@@ -112,7 +117,7 @@ type Config struct {
 	// Clock is the time source. If nil, clock.Real{} is used.
 	Clock clock.Clock
 	// BatchSize is how many due changes one scheduler transaction applies.
-	// Zero means 200.
+	// Zero means 500.
 	BatchSize int
 }
 
@@ -144,7 +149,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.Clock = clock.Real{}
 	}
 	if cfg.BatchSize == 0 {
-		cfg.BatchSize = 200
+		cfg.BatchSize = 500
 	}
 	return &Service{db: cfg.DB, authz: cfg.Authorizer, sess: cfg.Sessions, clk: cfg.Clock, batch: cfg.BatchSize}, nil
 }

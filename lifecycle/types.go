@@ -140,3 +140,10 @@ type ChangeFilter struct {
 	After      opgate.ChangeID
 	Limit      int
 }
+
+// Ended names one right (a grant, card or session, by its ID) that a
+// change ended, and whose it was.
+type Ended struct {
+	OperatorID opgate.OperatorID
+	ID         string
+}

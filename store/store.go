@@ -56,6 +56,12 @@ type Tx interface {
 	CreateOperator(ctx context.Context, o lifecycle.Operator) error
 	GetOperator(ctx context.Context, id opgate.OperatorID) (lifecycle.Operator, error)
 	GetOperatorForUpdate(ctx context.Context, id opgate.OperatorID) (lifecycle.Operator, error)
+	// GetOperatorsForUpdate locks and returns the operators that exist.
+	GetOperatorsForUpdate(ctx context.Context, ids []opgate.OperatorID) ([]lifecycle.Operator, error)
+	// MoveOperators sets the site of many operators (a batch of transfers).
+	MoveOperators(ctx context.Context, ids []opgate.OperatorID, site opgate.SiteID, at time.Time) error
+	// SetOperatorStatus sets the status of many operators.
+	SetOperatorStatus(ctx context.Context, ids []opgate.OperatorID, status lifecycle.Status, at time.Time) error
 	UpdateOperator(ctx context.Context, o lifecycle.Operator) error
 	ListOperators(ctx context.Context, f lifecycle.OperatorFilter) ([]lifecycle.Operator, error)
 	CountOperators(ctx context.Context) (int, error)
@@ -70,9 +76,9 @@ type Tx interface {
 	GetGrant(ctx context.Context, id opgate.GrantID) (authz.Grant, error)
 	UpdateGrant(ctx context.Context, g authz.Grant) error
 	ListGrants(ctx context.Context, f authz.GrantFilter) ([]authz.Grant, error)
-	// EndGrants ends every pending or active grant of op as revoked and
-	// returns their IDs.
-	EndGrants(ctx context.Context, op opgate.OperatorID, at time.Time, by opgate.OperatorID, reason string) ([]opgate.GrantID, error)
+	// EndGrants ends every pending or active grant of the operators as
+	// revoked and returns which.
+	EndGrants(ctx context.Context, ops []opgate.OperatorID, at time.Time, by opgate.OperatorID, reason string) ([]lifecycle.Ended, error)
 	// ExpireGrants marks active grants whose valid_until has passed as
 	// expired and returns them.
 	ExpireGrants(ctx context.Context, now time.Time, limit int) ([]authz.Grant, error)
@@ -82,9 +88,9 @@ type Tx interface {
 	GetCard(ctx context.Context, id opgate.CardID) (authn.Card, error)
 	UpdateCard(ctx context.Context, c authn.Card) error
 	ListCards(ctx context.Context, op opgate.OperatorID) ([]authn.Card, error)
-	// CollectCards marks every active card of op collected and returns
-	// their IDs.
-	CollectCards(ctx context.Context, op opgate.OperatorID, at time.Time) ([]opgate.CardID, error)
+	// CollectCards marks every active card of the operators collected and
+	// returns which.
+	CollectCards(ctx context.Context, ops []opgate.OperatorID, at time.Time) ([]lifecycle.Ended, error)
 
 	// Credentials.
 	GetPassword(ctx context.Context, op opgate.OperatorID) (authn.PasswordRecord, error)
@@ -104,8 +110,8 @@ type Tx interface {
 	UpdateSession(ctx context.Context, s authn.Session) error
 	// EndSessions ends every live session in scope and returns the IDs.
 	EndSessions(ctx context.Context, scope authn.SessionScope, at time.Time, reason string) ([]opgate.SessionID, error)
-	// EndOperatorSessions ends every live session of op.
-	EndOperatorSessions(ctx context.Context, op opgate.OperatorID, at time.Time, reason string) ([]opgate.SessionID, error)
+	// EndOperatorSessions ends every live session of the operators.
+	EndOperatorSessions(ctx context.Context, ops []opgate.OperatorID, at time.Time, reason string) ([]lifecycle.Ended, error)
 	// EndedSessionsSince lists sessions ended at or after t, for
 	// reconciling the ephemeral cache.
 	EndedSessionsSince(ctx context.Context, t time.Time) ([]opgate.SessionID, error)
@@ -119,8 +125,12 @@ type Tx interface {
 	// rows another transaction holds, so that each applies exactly once
 	// across replicas.
 	ClaimDueChanges(ctx context.Context, now time.Time, limit int) ([]lifecycle.Change, error)
+	// FinishChanges sets the status of many changes at once.
+	FinishChanges(ctx context.Context, ids []opgate.ChangeID, status lifecycle.ChangeStatus, at time.Time) error
 
-	// History.
+	// History. AppendAudit adds an event that takes its place in the
+	// chain when the transaction commits (seq, prev_hash and hash are
+	// assigned then, under the chain head's lock).
 	AppendAudit(ctx context.Context, e audit.Event) (audit.Event, error)
 	ListAudit(ctx context.Context, f audit.Filter) ([]audit.Event, error)
 

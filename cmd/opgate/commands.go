@@ -80,9 +80,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	sctx, stopSched := context.WithCancel(context.WithoutCancel(ctx))
 	go a.Scheduler(sctx, *sweepEvery)
+	// Serve and ServeTLS write srv.TLSConfig (HTTP/2 set-up) in their own
+	// goroutine: decide once, before, and never read the field again here.
+	useTLS := srv.TLSConfig != nil
 	errc := make(chan error, 1)
 	go func() {
-		if srv.TLSConfig != nil {
+		if useTLS {
 			errc <- srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
 		} else {
 			errc <- srv.Serve(ln)
@@ -96,7 +99,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if cfg.RedisURL != "" {
 		eph2 = "redis"
 	}
-	log.Info("opgate listening", "addr", ln.Addr().String(), "store", store, "ephemeral", eph2, "tls", srv.TLSConfig != nil)
+	log.Info("opgate listening", "addr", ln.Addr().String(), "store", store, "ephemeral", eph2, "tls", useTLS)
 	select {
 	case err := <-errc:
 		stopSched()

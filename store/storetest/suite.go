@@ -82,6 +82,8 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"Policy", testPolicy},
 		{"SigningKeys", testSigningKeys},
 		{"Meta", testMeta},
+		{"Passwords", testPasswords},
+		{"Enrollments", testEnrollments},
 		{"NotFound", testNotFound},
 		{"UpdateUnknown", testUpdateUnknown},
 		{"Conflict", testConflict},
@@ -834,6 +836,106 @@ func testMeta(t *testing.T, open func(*testing.T) Harness) {
 	diff(t, "GetMeta", "2027-04-01T09:00:00Z op-admin", v)
 }
 
+func testPasswords(t *testing.T, open func(*testing.T) Harness) {
+	s := open(t).Store
+	seed(t, s)
+	ctx := t.Context()
+	err := s.View(ctx, func(tx store.Tx) error { _, err := tx.GetPassword(ctx, "op-a"); return err })
+	wantErr(t, "GetPassword before any", err, store.ErrNotFound)
+
+	history := func(n int) []string {
+		return read(t, s, func(ctx context.Context, tx store.Tx) ([]string, error) { return tx.PasswordHistory(ctx, "op-a", n) })
+	}
+	pw := func(i int, temporary bool) authn.PasswordRecord {
+		return authn.PasswordRecord{
+			OperatorID: "op-a", Hash: fmt.Sprintf("$argon2id$v=19$m=65536,t=3,p=2$c2FsdA$hash%d", i),
+			Temporary: temporary, SetAt: ts(1+i, 9, 0), ExpiresAt: ts(1+i, 9, 0).Add(90 * 24 * time.Hour),
+		}
+	}
+	steps := []struct {
+		name    string
+		put     authn.PasswordRecord
+		history []string
+	}{
+		{"temporary", pw(0, true), nil},
+		{"first own", pw(1, false), []string{pw(0, true).Hash}},
+		{"second own", pw(2, false), []string{pw(1, false).Hash, pw(0, true).Hash}},
+	}
+	for _, st := range steps {
+		write(t, s, func(ctx context.Context, tx store.Tx) error { return tx.PutPassword(ctx, st.put) })
+		got := read(t, s, func(ctx context.Context, tx store.Tx) (authn.PasswordRecord, error) {
+			return tx.GetPassword(ctx, "op-a")
+		})
+		diff(t, "GetPassword after "+st.name, st.put, got)
+		diff(t, "PasswordHistory after "+st.name+", newest first", st.history, history(10))
+	}
+	diff(t, "PasswordHistory limited to 1", []string{pw(1, false).Hash}, history(1))
+	got := read(t, s, func(ctx context.Context, tx store.Tx) ([]string, error) { return tx.PasswordHistory(ctx, "op-b", 10) })
+	diff(t, "PasswordHistory of another operator", []string(nil), got)
+}
+
+// testEnrollments: an enrollment code is taken once (R2.5), however many
+// try at once.
+func testEnrollments(t *testing.T, open func(*testing.T) Harness) {
+	s := open(t).Store
+	seed(t, s)
+	ctx := t.Context()
+	enrollment := func(code string) authn.Enrollment {
+		return authn.Enrollment{
+			CodeHash: []byte("sha256:" + code), OperatorID: "op-a", CardSerial: "JP-000123", Label: "青いカード",
+			CreatedBy: "op-chief", CreatedAt: ts(2, 9, 0), ExpiresAt: ts(2, 9, 15),
+		}
+	}
+	take := func(code string, when time.Time) (authn.Enrollment, error) {
+		var e authn.Enrollment
+		err := s.InTx(ctx, func(tx store.Tx) (err error) {
+			e, err = tx.TakeEnrollment(ctx, []byte("sha256:"+code), when)
+			return err
+		})
+		return e, err
+	}
+	write(t, s, func(ctx context.Context, tx store.Tx) error {
+		return errors.Join(tx.CreateEnrollment(ctx, enrollment("one")), tx.CreateEnrollment(ctx, enrollment("race")))
+	})
+	err := s.InTx(ctx, func(tx store.Tx) error { return tx.CreateEnrollment(ctx, enrollment("one")) })
+	wantErr(t, "CreateEnrollment with a used code", err, store.ErrConflict)
+
+	got, err := take("one", ts(2, 9, 5))
+	if err != nil {
+		t.Fatalf("TakeEnrollment: %v", err)
+	}
+	want := enrollment("one")
+	want.UsedAt = ts(2, 9, 5)
+	diff(t, "TakeEnrollment", want, got)
+	_, err = take("one", ts(2, 9, 6))
+	wantErr(t, "second TakeEnrollment", err, store.ErrNotFound)
+	_, err = take("unknown", ts(2, 9, 6))
+	wantErr(t, "TakeEnrollment of an unknown code", err, store.ErrNotFound)
+
+	const n = 16
+	errs := make([]error, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			_, errs[i] = take("race", ts(2, 9, 7))
+		})
+	}
+	close(start)
+	wg.Wait()
+	won := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, store.ErrNotFound):
+			t.Errorf("concurrent TakeEnrollment: %v", err)
+		}
+	}
+	diff(t, "concurrent takes that succeeded", 1, won)
+}
+
 // ---- errors
 
 func testNotFound(t *testing.T, open func(*testing.T) Harness) {
@@ -1031,11 +1133,11 @@ func testConflict(t *testing.T, open func(*testing.T) Harness) {
 func testRollback(t *testing.T, open func(*testing.T) Harness) {
 	s := open(t).Store
 	ctx := t.Context()
-	var first audit.Event
-	write(t, s, func(ctx context.Context, tx store.Tx) (err error) {
-		first, err = tx.AppendAudit(ctx, event(0))
+	write(t, s, func(ctx context.Context, tx store.Tx) error {
+		_, err := tx.AppendAudit(ctx, event(0))
 		return err
 	})
+	before := scanAll(t, s, 0)
 	headSeq, headHash, err := s.AuditHead(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -1075,20 +1177,24 @@ func testRollback(t *testing.T, open func(*testing.T) Harness) {
 	events := read(t, s, func(ctx context.Context, tx store.Tx) ([]audit.Event, error) {
 		return tx.ListAudit(ctx, audit.Filter{})
 	})
-	diff(t, "ListAudit after rollback", []audit.Event{first}, events)
-	diff(t, "ScanAudit after rollback", []audit.Event{first}, scanAll(t, s, 0))
+	diff(t, "ListAudit after rollback", before, events)
+	diff(t, "ScanAudit after rollback", before, scanAll(t, s, 0))
 	seq, hash, err := s.AuditHead(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	diff(t, "AuditHead after rollback", []any{headSeq, headHash}, []any{seq, hash})
 
-	var next audit.Event
-	write(t, s, func(ctx context.Context, tx store.Tx) (err error) {
-		next, err = tx.AppendAudit(ctx, event(4))
+	// The chain goes on from where it was, without a gap.
+	write(t, s, func(ctx context.Context, tx store.Tx) error {
+		_, err := tx.AppendAudit(ctx, event(4))
 		return err
 	})
-	diff(t, "seq and link of the next event", []any{first.Seq + 1, first.Hash}, []any{next.Seq, next.PrevHash})
+	after := scanAll(t, s, headSeq)
+	diff(t, "event after the rollback", []audit.Event{event(4)}, withoutPlace(after))
+	if len(after) == 1 {
+		diff(t, "its seq and link", []any{headSeq + 1, headHash}, []any{after[0].Seq, after[0].PrevHash})
+	}
 	if err := verify(ctx, s); err != nil {
 		t.Errorf("verify after rollback: %v", err)
 	}
@@ -1291,11 +1397,9 @@ func testListAudit(t *testing.T, open func(*testing.T) Harness) {
 		ev(25, audit.GrantRevoked, "op-chief", "op-1", siteA.ID, "grant:g-1"),
 		ev(30, audit.PolicyChanged, "op-admin", "", "", "policy"),
 	}
-	var appended []audit.Event
 	for _, e := range in {
 		write(t, s, func(ctx context.Context, tx store.Tx) error {
-			got, err := tx.AppendAudit(ctx, e)
-			appended = append(appended, got)
+			_, err := tx.AppendAudit(ctx, e)
 			return err
 		})
 	}
@@ -1328,7 +1432,9 @@ func testListAudit(t *testing.T, open func(*testing.T) Harness) {
 		})
 	}
 	t.Run("rows", func(t *testing.T) {
-		diff(t, "ListAudit", appended, list(t, audit.Filter{}))
+		got := list(t, audit.Filter{})
+		diff(t, "ListAudit", scanAll(t, s, 0), got)
+		diff(t, "ListAudit, but for the places in the chain", in, withoutPlace(got))
 	})
 	t.Run("pages", func(t *testing.T) {
 		got, n := pages(t, 2, func(after int64, limit int) []audit.Event {
@@ -1342,7 +1448,9 @@ func testListAudit(t *testing.T, open func(*testing.T) Harness) {
 // ---- history
 
 // testAuditChain appends across many transactions, several events in some,
-// and checks what the store returns, keeps and reports as its head.
+// and checks what the store keeps and reports as its head. It reads the
+// chain positions (Seq, PrevHash, Hash) from the store, not from
+// AppendAudit, which may assign them only at commit.
 func testAuditChain(t *testing.T, open func(*testing.T) Harness) {
 	s := open(t).Store
 	ctx := t.Context()
@@ -1355,11 +1463,11 @@ func testAuditChain(t *testing.T, open func(*testing.T) Harness) {
 	}
 	diff(t, "AuditAnchor of a new store", audit.Anchor{Seq: 0, Hash: audit.Genesis}, anchor)
 
-	var appended []audit.Event
-	n := 0
+	var in []audit.Event
 	for i := range 25 {
 		write(t, s, func(ctx context.Context, tx store.Tx) error {
 			for range 1 + i%4 {
+				n := len(in)
 				e := event(n)
 				if n%5 == 0 {
 					e.Data = nil // events without data
@@ -1367,33 +1475,52 @@ func testAuditChain(t *testing.T, open func(*testing.T) Harness) {
 				if n%7 == 0 {
 					e.Reason = "理由 with ünïcode"
 				}
-				got, err := tx.AppendAudit(ctx, e)
-				if err != nil {
+				if _, err := tx.AppendAudit(ctx, e); err != nil {
 					return err
 				}
-				appended = append(appended, got)
-				n++
+				in = append(in, e)
 			}
 			return nil
 		})
 	}
-	prev := audit.Anchor{Seq: 0, Hash: audit.Genesis}
-	for _, e := range appended {
-		if e.Seq != prev.Seq+1 || string(e.PrevHash) != string(prev.Hash) {
-			t.Fatalf("event %d follows seq %d and links to %x, want seq %d and %x", e.Seq, prev.Seq, e.PrevHash, prev.Seq+1, prev.Hash)
-		}
-		prev = audit.Anchor{Seq: e.Seq, Hash: e.Hash}
-	}
 
-	diff(t, "ScanAudit from the start", appended, scanAll(t, s, 0))
-	diff(t, "ScanAudit after seq 10", appended[10:], scanAll(t, s, 10))
-	diff(t, "ScanAudit after the head", []audit.Event(nil), scanAll(t, s, int64(len(appended))))
+	got := scanAll(t, s, 0)
+	diff(t, "events kept, but for their place in the chain", in, withoutPlace(got))
+	checkLinks(t, got)
+	if t.Failed() {
+		return
+	}
+	diff(t, "ScanAudit after seq 10", got[10:], scanAll(t, s, 10))
+	diff(t, "ScanAudit after the head", []audit.Event(nil), scanAll(t, s, int64(len(got))))
+	listed := read(t, s, func(ctx context.Context, tx store.Tx) ([]audit.Event, error) {
+		return tx.ListAudit(ctx, audit.Filter{})
+	})
+	diff(t, "ListAudit", got, listed)
 	seq, hash, err := s.AuditHead(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	last := appended[len(appended)-1]
+	last := got[len(got)-1]
 	diff(t, "AuditHead", []any{last.Seq, last.Hash}, []any{seq, hash})
+	if err := verify(ctx, s); err != nil {
+		t.Errorf("verify: %v", err)
+	}
+
+	// A transaction reads the events it appended, in their places.
+	write(t, s, func(ctx context.Context, tx store.Tx) error {
+		for i := range 2 {
+			if _, err := tx.AppendAudit(ctx, event(100+i)); err != nil {
+				return err
+			}
+		}
+		own, err := tx.ListAudit(ctx, audit.Filter{AfterSeq: last.Seq})
+		if err != nil {
+			return err
+		}
+		diff(t, "ListAudit of the transaction's own events", []audit.Event{event(100), event(101)}, withoutPlace(own))
+		diff(t, "their seqs", []int64{last.Seq + 1, last.Seq + 2}, ids(own, func(e audit.Event) int64 { return e.Seq }))
+		return nil
+	})
 	if err := verify(ctx, s); err != nil {
 		t.Errorf("verify: %v", err)
 	}
@@ -1404,6 +1531,30 @@ func testAuditChain(t *testing.T, open func(*testing.T) Harness) {
 	err = s.ScanAudit(ctx, 0, func(audit.Event) error { calls++; return errStop })
 	wantErr(t, "ScanAudit with a failing callback", err, errStop)
 	diff(t, "callbacks before the stop", 1, calls)
+}
+
+// withoutPlace strips what the store assigns, leaving what the caller gave.
+func withoutPlace(es []audit.Event) []audit.Event {
+	out := make([]audit.Event, 0, len(es))
+	for _, e := range es {
+		e.Seq, e.PrevHash, e.Hash = 0, nil, nil
+		out = append(out, e)
+	}
+	return out
+}
+
+// checkLinks checks that events run 1, 2, … from the genesis, each linked
+// to the one before.
+func checkLinks(t *testing.T, es []audit.Event) {
+	t.Helper()
+	prev := audit.Anchor{Seq: 0, Hash: audit.Genesis}
+	for _, e := range es {
+		if e.Seq != prev.Seq+1 || string(e.PrevHash) != string(prev.Hash) {
+			t.Errorf("event %d follows seq %d and links to %x, want seq %d and %x", e.Seq, prev.Seq, e.PrevHash, prev.Seq+1, prev.Hash)
+			return
+		}
+		prev = audit.Anchor{Seq: e.Seq, Hash: e.Hash}
+	}
 }
 
 // testAuditScanPages checks that ScanAudit, which reads in pages, neither
@@ -1713,8 +1864,11 @@ func testForUpdateLosesNoUpdate(t *testing.T, open func(*testing.T) Harness) {
 //
 //   - AuditAppend/16-writers: 16 goroutines each running transactions of
 //     one AppendAudit, the shape of a busy office's logins; reports events/s
-//     and the mean time from the append's return to the commit's return
-//     (commit-µs), which the chain's head lock holds the next writer for.
+//     and commit-µs, the mean time from AppendAudit's return to InTx's:
+//     waiting for the chain head, taking its place and COMMIT.
+//   - AuditAppend/1-writer: the same with one goroutine, the latency of one
+//     append transaction alone; when 16 writers do not beat it, the chain
+//     head serialises the writers.
 //   - AuditVerify/100k-events: a full verification walk (AuditAnchor,
 //     ScanAudit, audit.Verifier, AuditHead) over 100,000 events; reports
 //     events/s.
@@ -1722,6 +1876,7 @@ func Bench(b *testing.B, open func(b *testing.B) store.Store) {
 	b.Run("AuditAppend", func(b *testing.B) {
 		s := open(b)
 		b.Run("16-writers", func(b *testing.B) { benchAppend(b, s, 16) })
+		b.Run("1-writer", func(b *testing.B) { benchAppend(b, s, 1) })
 	})
 	b.Run("AuditVerify", func(b *testing.B) {
 		const events = 100_000

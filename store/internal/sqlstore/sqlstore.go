@@ -139,6 +139,9 @@ func (db *DB) run(ctx context.Context, pool *sql.DB, readOnly bool, fn func(stor
 	if err = fn(t); err != nil {
 		return err
 	}
+	if err = t.flush(ctx); err != nil {
+		return err
+	}
 	committed = true
 	if err = sqltx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)

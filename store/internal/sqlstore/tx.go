@@ -2,8 +2,10 @@ package sqlstore
 
 import (
 	"context"
+	"errors"
 	"database/sql"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,6 +31,7 @@ type tx struct {
 	headLocked bool
 	headSeq    int64
 	headHash   []byte
+	pending    []audit.Event // appended, sealed at commit
 }
 
 var _ store.Tx = (*tx)(nil)
@@ -509,29 +512,69 @@ func scanEvent(s scanner) (audit.Event, error) {
 	return e, err
 }
 
-// AppendAudit gives e its place at the head of the chain. The head row's
-// lock is held until this transaction ends, so appends from every replica
-// form one total order and a rolled-back change leaves no event behind.
+// AppendAudit adds e to the events this transaction commits. Events take
+// their place in the chain when the transaction commits: the head row is
+// locked, every pending event sealed after it and written in a few
+// multi-row inserts, and the head moved, all just before COMMIT. The lock
+// is therefore held for the commit alone, not for the whole transaction,
+// so appends from every replica still form one total order while writers
+// queue for as short a time as possible; a rolled-back change leaves no
+// event behind. The returned event is e as given: Seq, PrevHash and Hash
+// are assigned at commit.
 func (t *tx) AppendAudit(ctx context.Context, e audit.Event) (audit.Event, error) {
-	if !t.headLocked {
-		if err := t.row(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`+t.forUpdate()).Scan(&t.headSeq, &t.headHash); err != nil {
-			return e, t.db.translate(err)
-		}
-		t.headLocked = true
+	if t.readOnly {
+		return e, errors.New("sqlstore: AppendAudit in a read-only transaction")
 	}
-	e = audit.Seal(e, t.headSeq, t.headHash)
-	if _, err := t.exec(ctx, `INSERT INTO audit_events (`+eventCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		e.Seq, must(e.At), e.Type, e.ActorID, e.OperatorID, e.SiteID, e.TerminalID, e.Resource, e.Reason, string(e.Data), e.PrevHash, e.Hash); err != nil {
-		return e, err
-	}
-	if _, err := t.exec(ctx, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, e.Seq, e.Hash); err != nil {
-		return e, err
-	}
-	t.headSeq, t.headHash = e.Seq, e.Hash
+	t.pending = append(t.pending, e)
 	return e, nil
 }
 
+// auditChunk bounds one multi-row insert: 12 parameters a row stay well
+// under both engines' limits on bound parameters.
+const auditChunk = 400
+
+// flush seals and writes the pending events. It runs before commit, and
+// before any read of the history inside the transaction.
+func (t *tx) flush(ctx context.Context) error {
+	if len(t.pending) == 0 {
+		return nil
+	}
+	if !t.headLocked {
+		if err := t.row(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`+t.forUpdate()).Scan(&t.headSeq, &t.headHash); err != nil {
+			return t.db.translate(err)
+		}
+		t.headLocked = true
+	}
+	for len(t.pending) > 0 {
+		n := min(len(t.pending), auditChunk)
+		var b strings.Builder
+		b.WriteString(`INSERT INTO audit_events (` + eventCols + `) VALUES `)
+		args := make([]any, 0, n*12)
+		for i, e := range t.pending[:n] {
+			e = audit.Seal(e, t.headSeq, t.headHash)
+			t.headSeq, t.headHash = e.Seq, e.Hash
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+			args = append(args, e.Seq, must(e.At), e.Type, e.ActorID, e.OperatorID, e.SiteID, e.TerminalID, e.Resource, e.Reason, string(e.Data), e.PrevHash, e.Hash)
+		}
+		// The text differs only by row count; rebinding caches at most
+		// auditChunk variants.
+		if _, err := t.exec(ctx, b.String(), args...); err != nil {
+			return err
+		}
+		t.pending = t.pending[n:]
+	}
+	t.pending = nil
+	_, err := t.exec(ctx, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, t.headSeq, t.headHash)
+	return err
+}
+
 func (t *tx) ListAudit(ctx context.Context, f audit.Filter) ([]audit.Event, error) {
+	if err := t.flush(ctx); err != nil {
+		return nil, err
+	}
 	var w where
 	w.addIf(f.OperatorID != "", "operator_id = ?", f.OperatorID)
 	w.addIf(f.ActorID != "", "actor_id = ?", f.ActorID)
@@ -617,19 +660,48 @@ func ids[T ~string](t *tx, r *sql.Rows, err error) ([]T, error) {
 	})
 }
 
-func (t *tx) EndOperatorSessions(ctx context.Context, op opgate.OperatorID, when time.Time, reason string) ([]opgate.SessionID, error) {
-	return t.EndSessions(ctx, authn.SessionScope{OperatorID: op}, when, reason)
+func (t *tx) EndOperatorSessions(ctx context.Context, ops []opgate.OperatorID, when time.Time, reason string) ([]lifecycle.Ended, error) {
+	if len(ops) == 0 {
+		return nil, nil
+	}
+	in, args := inList(ops)
+	r, err := t.rows(ctx, `UPDATE sessions SET ended_at = ?, end_reason = ? WHERE operator_id IN (`+in+`) AND ended_at IS NULL RETURNING session_id, operator_id`,
+		append([]any{must(when), reason}, args...)...)
+	return ended(t, r, err)
 }
 
-func (t *tx) EndGrants(ctx context.Context, op opgate.OperatorID, when time.Time, by opgate.OperatorID, reason string) ([]opgate.GrantID, error) {
-	r, err := t.rows(ctx, `SELECT grant_id FROM grants WHERE operator_id = ? AND status IN ('active', 'pending_approval') ORDER BY grant_id`+t.forUpdate(), op)
-	got, err := ids[opgate.GrantID](t, r, err)
-	if err != nil || len(got) == 0 {
-		return nil, err
+// inList is "?, ?, …" for n values, and the values as arguments.
+func inList[T ~string](vals []T) (string, []any) {
+	args := make([]any, len(vals))
+	for i, v := range vals {
+		args[i] = v
 	}
-	_, err = t.exec(ctx, `UPDATE grants SET status = 'revoked', ended_at = ?, ended_by = ?, end_reason = ? WHERE operator_id = ? AND status IN ('active', 'pending_approval')`,
-		must(when), by, reason, op)
+	return strings.TrimSuffix(strings.Repeat("?, ", len(vals)), ", "), args
+}
+
+// ended reads (id, operator_id) rows and orders them for stable events.
+func ended(t *tx, r *sql.Rows, err error) ([]lifecycle.Ended, error) {
+	got, err := collect(t, r, err, func(s scanner) (lifecycle.Ended, error) {
+		var e lifecycle.Ended
+		return e, s.Scan(&e.ID, &e.OperatorID)
+	})
+	slices.SortFunc(got, func(a, b lifecycle.Ended) int {
+		return strings.Compare(string(a.OperatorID)+"\x00"+a.ID, string(b.OperatorID)+"\x00"+b.ID)
+	})
 	return got, err
+}
+
+// EndGrants ends, in one statement for any number of operators, every
+// pending or active grant and reports which: a grant committed by another
+// transaction in between cannot be ended without being reported.
+func (t *tx) EndGrants(ctx context.Context, ops []opgate.OperatorID, when time.Time, by opgate.OperatorID, reason string) ([]lifecycle.Ended, error) {
+	if len(ops) == 0 {
+		return nil, nil
+	}
+	in, args := inList(ops)
+	r, err := t.rows(ctx, `UPDATE grants SET status = 'revoked', ended_at = ?, ended_by = ?, end_reason = ? WHERE operator_id IN (`+in+`) AND status IN ('active', 'pending_approval') RETURNING grant_id, operator_id`,
+		append([]any{must(when), by, reason}, args...)...)
+	return ended(t, r, err)
 }
 
 func (t *tx) ExpireGrants(ctx context.Context, now time.Time, n int) ([]authz.Grant, error) {
@@ -647,14 +719,50 @@ func (t *tx) ExpireGrants(ctx context.Context, now time.Time, n int) ([]authz.Gr
 	return gs, nil
 }
 
-func (t *tx) CollectCards(ctx context.Context, op opgate.OperatorID, when time.Time) ([]opgate.CardID, error) {
-	r, err := t.rows(ctx, `SELECT card_id FROM cards WHERE operator_id = ? AND status = 'active' ORDER BY card_id`+t.forUpdate(), op)
-	got, err := ids[opgate.CardID](t, r, err)
-	if err != nil || len(got) == 0 {
-		return nil, err
+func (t *tx) CollectCards(ctx context.Context, ops []opgate.OperatorID, when time.Time) ([]lifecycle.Ended, error) {
+	if len(ops) == 0 {
+		return nil, nil
 	}
-	_, err = t.exec(ctx, `UPDATE cards SET status = 'collected', status_changed_at = ? WHERE operator_id = ? AND status = 'active'`, must(when), op)
-	return got, err
+	in, args := inList(ops)
+	r, err := t.rows(ctx, `UPDATE cards SET status = 'collected', status_changed_at = ? WHERE operator_id IN (`+in+`) AND status = 'active' RETURNING card_id, operator_id`,
+		append([]any{must(when)}, args...)...)
+	return ended(t, r, err)
+}
+
+func (t *tx) GetOperatorsForUpdate(ctx context.Context, ids []opgate.OperatorID) ([]lifecycle.Operator, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	in, args := inList(ids)
+	r, err := t.rows(ctx, `SELECT `+operatorCols+` FROM operators WHERE operator_id IN (`+in+`) ORDER BY operator_id`+t.forUpdate(), args...)
+	return collect(t, r, err, scanOperator)
+}
+
+func (t *tx) MoveOperators(ctx context.Context, ids []opgate.OperatorID, site opgate.SiteID, when time.Time) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	in, args := inList(ids)
+	_, err := t.exec(ctx, `UPDATE operators SET site_id = ?, status_changed_at = ? WHERE operator_id IN (`+in+`)`, append([]any{site, must(when)}, args...)...)
+	return err
+}
+
+func (t *tx) SetOperatorStatus(ctx context.Context, ids []opgate.OperatorID, status lifecycle.Status, when time.Time) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	in, args := inList(ids)
+	_, err := t.exec(ctx, `UPDATE operators SET status = ?, status_changed_at = ? WHERE operator_id IN (`+in+`)`, append([]any{status, must(when)}, args...)...)
+	return err
+}
+
+func (t *tx) FinishChanges(ctx context.Context, ids []opgate.ChangeID, status lifecycle.ChangeStatus, when time.Time) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	in, args := inList(ids)
+	_, err := t.exec(ctx, `UPDATE scheduled_changes SET status = ?, done_at = ? WHERE change_id IN (`+in+`)`, append([]any{status, must(when)}, args...)...)
+	return err
 }
 
 func (t *tx) DueOperators(ctx context.Context, now time.Time, n int) ([]lifecycle.Operator, error) {
