@@ -381,3 +381,24 @@ func randomToken(n int) string {
 	}
 	return base64.RawURLEncoding.EncodeToString(b)
 }
+
+// Refresh rewrites the shared entry of a session from the store, after a
+// change to what the entry carries (a password changed clears
+// password_change_required).
+func (s *Sessions) Refresh(ctx context.Context, id opgate.SessionID) error {
+	var ss Session
+	if err := s.db.View(ctx, func(tx SessionTx) (err error) { ss, err = tx.GetSession(ctx, id); return }); err != nil {
+		return err
+	}
+	if !ss.EndedAt.IsZero() {
+		s.SessionsEnded(ctx, []opgate.SessionID{id})
+		return nil
+	}
+	b, _ := json.Marshal(toCached(ss))
+	if ttl := ss.ExpiresAt.Sub(s.clk.Now()); ttl > 0 {
+		if err := s.cache.Put(ctx, sessionKey(id), b, ttl); err != nil {
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+	}
+	return nil
+}

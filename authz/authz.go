@@ -227,3 +227,23 @@ func (s *Service) HoldsAnywhere(ctx context.Context, op opgate.OperatorID, perm 
 	sites, err := s.Sites(ctx, op, perm)
 	return len(sites) > 0, err
 }
+
+// HasGrantAt reports whether op holds any live grant at site (a grant at
+// every site counts): a terminal of that site is one the operator may use.
+func (s *Service) HasGrantAt(ctx context.Context, op opgate.OperatorID, site opgate.SiteID) (bool, error) {
+	var ok bool
+	err := s.db.View(ctx, func(tx Tx) error {
+		gs, err := tx.ListGrants(ctx, GrantFilter{OperatorID: op, Status: Active})
+		if err != nil {
+			return err
+		}
+		now := s.clk.Now()
+		for _, g := range gs {
+			if g.Live(now) && (g.SiteID == site || g.SiteID == opgate.AllSites) {
+				ok = true
+			}
+		}
+		return nil
+	})
+	return ok, err
+}

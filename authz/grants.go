@@ -57,15 +57,29 @@ func (s *Service) Grant(ctx context.Context, a Actor, r GrantRequest) (Grant, er
 	if r.OperatorID == a.ID {
 		return Grant{}, ErrSelfGrant
 	}
+	// Where the actor manages grants decides what they may learn of the
+	// operator: an unknown operator, or one of a site they do not manage,
+	// is refused alike (API.md, Conventions).
+	sites, err := s.Sites(ctx, a.ID, roles.GrantManage)
+	if err != nil {
+		return Grant{}, err
+	}
+	everywhere := containsSite(sites, opgate.AllSites)
 	g := Grant{ID: newGrantID(), OperatorID: r.OperatorID, RoleID: r.RoleID, SiteID: r.SiteID, Status: Active,
 		GrantedBy: a.ID, Reason: r.Reason, CreatedAt: now, ValidFrom: now, ValidUntil: r.ValidUntil.UTC().Truncate(time.Microsecond)}
-	err := s.db.InTx(ctx, func(tx Tx) error {
+	err = s.db.InTx(ctx, func(tx Tx) error {
 		o, err := tx.GetOperator(ctx, r.OperatorID)
 		if errors.Is(err, opgate.ErrNotFound) {
+			if !everywhere {
+				return ErrForbidden
+			}
 			return fmt.Errorf("%w: operator %s", ErrNotFound, r.OperatorID)
 		}
 		if err != nil {
 			return err
+		}
+		if !everywhere && !containsSite(sites, o.SiteID) {
+			return ErrForbidden
 		}
 		if o.Status == lifecycle.Retired || o.Status == lifecycle.Expired {
 			return fmt.Errorf("%w: operator is %s", ErrInvalidTarget, o.Status)

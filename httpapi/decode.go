@@ -25,7 +25,8 @@ func decode(r *http.Request, dst any, optional bool) error {
 		}
 		return invalid("body", "could not be read")
 	}
-	if len(bytes.TrimSpace(body)) == 0 {
+	// A bare null decodes into nothing and would stand for an empty body.
+	if trimmed := bytes.TrimSpace(body); len(trimmed) == 0 || string(trimmed) == "null" {
 		if optional {
 			return nil
 		}
@@ -42,7 +43,58 @@ func decode(r *http.Request, dst any, optional bool) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return invalid("body", "one JSON object only")
 	}
+	if field, ok := nulField(reflect.ValueOf(dst), "body"); ok {
+		return invalid(field, "must not contain NUL characters")
+	}
 	return nil
+}
+
+// nulField names the first string of a decoded request that holds a NUL
+// character: PostgreSQL refuses NUL in text (an internal error) and SQLite
+// would keep it, so no field may carry one. Raw documents ([]byte) are
+// their own decoders' business.
+func nulField(v reflect.Value, name string) (string, bool) {
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if !v.IsNil() {
+			return nulField(v.Elem(), name)
+		}
+	case reflect.String:
+		return name, strings.ContainsRune(v.String(), 0)
+	case reflect.Slice, reflect.Array:
+		if v.Type().Elem().Kind() != reflect.Uint8 {
+			for i := range v.Len() {
+				if f, ok := nulField(v.Index(i), name); ok {
+					return f, true
+				}
+			}
+		}
+	case reflect.Map:
+		for it := v.MapRange(); it.Next(); {
+			if f, ok := nulField(it.Key(), name); ok {
+				return f, true
+			}
+			if f, ok := nulField(it.Value(), name); ok {
+				return f, true
+			}
+		}
+	case reflect.Struct:
+		t := v.Type()
+		for i := range t.NumField() {
+			sf := t.Field(i)
+			if !sf.IsExported() {
+				continue
+			}
+			n, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
+			if n == "" {
+				n = name
+			}
+			if f, ok := nulField(v.Field(i), n); ok {
+				return f, true
+			}
+		}
+	}
+	return "", false
 }
 
 func jsonError(err error) error {
@@ -56,12 +108,10 @@ func jsonError(err error) error {
 		}
 		return invalid(field, "must be "+jsonKind(te.Type.String()))
 	}
-	if ve, ok := errors.AsType[*timeError](err); ok {
-		return invalid("body", ve.Error())
-	}
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-		return invalid(strings.Trim(name, `"`), "unknown field")
+		// The name comes from the body: named, but never at length.
+		return invalid(truncate(strings.Trim(name, `"`), 64), "unknown field")
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return invalid("body", "malformed JSON: unexpected end")
@@ -81,16 +131,14 @@ func jsonKind(goType string) string {
 		return "an array"
 	case strings.Contains(goType, "Time"):
 		return "an RFC 3339 time string"
+	case strings.HasPrefix(goType, "map["), strings.HasPrefix(goType, "struct"), strings.HasPrefix(goType, "httpapi."):
+		return "an object"
 	}
 	return "a " + goType
 }
 
 // Time is an RFC 3339 instant on the wire; null or absent is the zero time.
 type Time struct{ time.Time }
-
-type timeError struct{ value string }
-
-func (e *timeError) Error() string { return fmt.Sprintf("%q is not an RFC 3339 time", e.value) }
 
 // UnmarshalJSON accepts RFC 3339 strings and null.
 func (t *Time) UnmarshalJSON(b []byte) error {
@@ -104,7 +152,9 @@ func (t *Time) UnmarshalJSON(b []byte) error {
 	}
 	v, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil || v.Year() < 1970 || v.Year() > 9999 {
-		return &timeError{value: truncate(s, 40)}
+		// A type error, so that the decoder names the field; the value
+		// itself is never echoed.
+		return &json.UnmarshalTypeError{Value: "string", Type: timeType}
 	}
 	t.Time = v.UTC().Truncate(time.Microsecond)
 	return nil

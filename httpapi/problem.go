@@ -18,18 +18,17 @@ import (
 
 // problem is an RFC 9457 problem document with the contract's code.
 type problem struct {
-	Type        string       `json:"type"`
-	Title       string       `json:"title"`
-	Status      int          `json:"status"`
-	Detail      string       `json:"detail,omitempty"`
-	Code        string       `json:"code"`
-	Errors      []fieldError `json:"errors,omitempty"`
-	Violations  []string     `json:"violations,omitempty"`
-	LockedUntil *time.Time   `json:"locked_until,omitempty"`
-	RequestID   string       `json:"request_id,omitempty"`
+	Type        string          `json:"type"`
+	Title       string          `json:"title"`
+	Status      int             `json:"status"`
+	Detail      string          `json:"detail,omitempty"`
+	Code        string          `json:"code"`
+	Errors      []fieldError    `json:"errors,omitempty"`
+	Violations  []string        `json:"violations,omitempty"`
+	LockedUntil json.RawMessage `json:"locked_until,omitempty"`
+	RequestID   string          `json:"request_id,omitempty"`
 
 	retryAfter time.Duration
-	lockedNull bool // locked_until must be present and null
 }
 
 type fieldError struct {
@@ -67,6 +66,13 @@ type mapping struct {
 // (house style 8).
 var errorTable = []mapping{
 	{errValidation, 400, codeValidation, "The request is not valid"},
+	{authn.ErrInvalidCredentials, 401, codeInvalidCredentials, "Login failed"},
+	{authn.ErrTerminalNotAllowed, 403, "terminal_not_allowed", "This terminal may not be used for this login"},
+	{authn.ErrLoginSuspended, 503, "login_suspended", "Logins are suspended"},
+	{authn.ErrPasswordChangeFirst, 403, codePasswordChange, "The password must be changed first"},
+	{authn.ErrBusy, 429, "rate_limited", "Too many login attempts at once"},
+	{authn.ErrStopConflict, 409, codeConflict, "Conflict"},
+	{errForbiddenHere, 403, codeForbidden, "Not allowed"},
 	{lifecycle.ErrValidation, 400, codeValidation, "The request is not valid"},
 	{authz.ErrValidation, 400, codeValidation, "The request is not valid"},
 	{roles.ErrInvalid, 400, codeValidation, "The request is not valid"},
@@ -101,6 +107,7 @@ var (
 	errNotFound        = errors.New("httpapi: not found")
 	errMethod          = errors.New("httpapi: method not allowed")
 	errTooLarge        = errors.New("httpapi: request body too large")
+	errForbiddenHere   = errors.New("httpapi: forbidden")
 )
 
 // badRequest is a validation failure with its fields.
@@ -115,6 +122,29 @@ func invalid(field, msg string) error { return &badRequest{fields: []fieldError{
 // from errors whose text we wrote for people; an unmapped error is a 500
 // that tells nothing but the request ID.
 func toProblem(err error) problem {
+	if le, ok := errors.AsType[*authn.LockedError](err); ok {
+		p := problem{Type: "about:blank", Title: "The account is locked", Status: 423, Code: "account_locked", LockedUntil: json.RawMessage("null")}
+		if !le.Until.IsZero() {
+			p.LockedUntil, _ = json.Marshal(le.Until.UTC().Format(time.RFC3339))
+			p.Detail = "locked until " + le.Until.UTC().Format(time.RFC3339)
+		} else {
+			p.Detail = "locked until a section chief unlocks it"
+		}
+		return p
+	}
+	if re, ok := errors.AsType[*authn.RateLimitedError](err); ok {
+		return problem{Type: "about:blank", Title: "Too many failed logins from here", Status: 429, Code: "rate_limited", retryAfter: re.RetryAfter}
+	}
+	if errors.Is(err, authn.ErrBusy) {
+		return problem{Type: "about:blank", Title: "Too many login attempts at once", Status: 429, Code: "rate_limited", retryAfter: time.Second}
+	}
+	if pv, ok := errors.AsType[*authn.PolicyViolationError](err); ok {
+		p := problem{Type: "about:blank", Title: "The new password breaks the policy", Status: 422, Code: "password_policy", Violations: []string{}}
+		for _, v := range pv.Violations {
+			p.Violations = append(p.Violations, string(v))
+		}
+		return p
+	}
 	for _, m := range errorTable {
 		if errors.Is(err, m.target) {
 			p := problem{Type: "about:blank", Title: m.title, Status: m.status, Code: m.code}
@@ -130,8 +160,13 @@ func toProblem(err error) problem {
 
 func detail(err error) string {
 	switch {
-	case errors.Is(err, errUnauthenticated), errors.Is(err, authn.ErrUnauthenticated):
-		return "" // never say why a token was refused
+	case errors.Is(err, errUnauthenticated), errors.Is(err, authn.ErrUnauthenticated), errors.Is(err, authn.ErrInvalidCredentials):
+		return "" // never say why a token or a login was refused
+	case errors.Is(err, authz.ErrForbidden), errors.Is(err, lifecycle.ErrForbidden):
+		// Why a target is refused (another site, no such target) is what
+		// a caller without the permission must not learn (API.md,
+		// Conventions).
+		return ""
 	}
 	return err.Error()
 }

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"slices"
 	"strconv"
@@ -139,7 +140,7 @@ func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request, p authn.Princ
 	}
 	pol, err := policy.Decode(raw)
 	if err != nil {
-		return invalid("body", err.Error())
+		return err // a *policy.ValidationError naming the field
 	}
 	pol, err = policy.Save(r.Context(), s.cfg.Policy, s.clk, p.OperatorID, p.TerminalID, pol)
 	if err != nil {
@@ -430,14 +431,40 @@ func (s *Server) unlock(w http.ResponseWriter, r *http.Request, p authn.Principa
 	return s.statusChange(s.cfg.Lifecycle.Unlock)(w, r, p)
 }
 
-// canSeeOperator allows the operator's own site's managers and holders of
-// audit.read to read an operator's history and rights.
+// canSeeOperator allows holders of operator.manage or audit.read at the
+// operator's site to read an operator's history and rights. An unknown
+// operator is not found for whoever holds one of them at every site, and
+// forbidden to anybody else, like a refused one.
 func (s *Server) canSeeOperator(ctx context.Context, p authn.Principal, id opgate.OperatorID) error {
-	if ok, err := s.cfg.Authz.HoldsAnywhere(ctx, p.OperatorID, roles.AuditRead); err != nil || ok {
+	o, _, err := s.cfg.Lifecycle.Self(ctx, id)
+	if err != nil && !errors.Is(err, lifecycle.ErrNotFound) {
 		return err
 	}
-	_, _, err := s.cfg.Lifecycle.GetOperator(ctx, lifecycle.Actor{ID: p.OperatorID}, id)
-	return err
+	holds := func(perm opgate.Permission, site opgate.SiteID) (bool, error) {
+		err := s.cfg.Authz.Require(ctx, p.OperatorID, perm, site)
+		if errors.Is(err, authz.ErrForbidden) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	perms := []opgate.Permission{roles.OperatorManage, roles.AuditRead}
+	for _, perm := range perms {
+		if o.ID == "" {
+			break
+		}
+		if ok, err := holds(perm, o.SiteID); err != nil || ok {
+			return err
+		}
+	}
+	for _, perm := range perms {
+		if ok, err := holds(perm, opgate.AllSites); err != nil || ok {
+			if err == nil {
+				err = lifecycle.ErrNotFound
+			}
+			return err
+		}
+	}
+	return authz.ErrForbidden
 }
 
 func (s *Server) operatorHistory(w http.ResponseWriter, r *http.Request, p authn.Principal) error {

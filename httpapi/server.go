@@ -13,8 +13,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -41,13 +43,15 @@ type Views interface {
 // Config wires the server. Every field but Logger, Registry and Clock is
 // required.
 type Config struct {
-	Lifecycle *lifecycle.Service
-	Authz     *authz.Service
-	Sessions  *authn.Sessions
-	Policy    policy.DB
-	Policies  *policy.Source
-	Chain     audit.Source
-	Views     Views
+	Lifecycle   *lifecycle.Service
+	Authz       *authz.Service
+	Sessions    *authn.Sessions
+	Policy      policy.DB
+	Policies    *policy.Source
+	Chain       audit.Source
+	Views       Views
+	Logins      *authn.Logins
+	Emergencies *authn.Emergencies
 	// Ready reports whether the store and the ephemeral state answer.
 	Ready func(ctx context.Context) error
 	// Logger receives JSON logs. If nil, slog.Default() is used.
@@ -76,7 +80,8 @@ type Route struct{ Method, Path string }
 func New(cfg Config) (*Server, error) {
 	var errs []error
 	for name, v := range map[string]any{"Lifecycle": cfg.Lifecycle, "Authz": cfg.Authz, "Sessions": cfg.Sessions,
-		"Policy": cfg.Policy, "Policies": cfg.Policies, "Chain": cfg.Chain, "Views": cfg.Views, "Ready": cfg.Ready} {
+		"Policy": cfg.Policy, "Policies": cfg.Policies, "Chain": cfg.Chain, "Views": cfg.Views, "Ready": cfg.Ready,
+		"Logins": cfg.Logins, "Emergencies": cfg.Emergencies} {
 		if isNil(v) {
 			errs = append(errs, fmt.Errorf("%s is required", name))
 		}
@@ -96,6 +101,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.metrics = newMetrics(s.reg)
 	s.register()
+	s.registerAuth()
 	return s, nil
 }
 
@@ -110,6 +116,10 @@ func isNil(v any) bool {
 	case *authn.Sessions:
 		return x == nil
 	case *policy.Source:
+		return x == nil
+	case *authn.Logins:
+		return x == nil
+	case *authn.Emergencies:
 		return x == nil
 	case func(context.Context) error:
 		return x == nil
@@ -141,6 +151,10 @@ type handler func(w http.ResponseWriter, r *http.Request, p authn.Principal) err
 func (s *Server) handle(method, path string, mode authMode, perm opgate.Permission, h handler) {
 	s.routes = append(s.routes, Route{method, path})
 	pattern := method + " " + path
+	var wildcards []string
+	for _, m := range wildcard.FindAllStringSubmatch(path, -1) {
+		wildcards = append(wildcards, m[1])
+	}
 	s.mux.Handle(pattern, s.instrument(pattern, func(w http.ResponseWriter, r *http.Request) {
 		var p authn.Principal
 		if mode != public {
@@ -165,12 +179,44 @@ func (s *Server) handle(method, path string, mode authMode, perm opgate.Permissi
 				}
 			}
 		}
+		if err := cleanInput(r, wildcards); err != nil {
+			s.writeProblem(w, r, err)
+			return
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		if err := h(w, r, p); err != nil {
 			s.writeProblem(w, r, err)
 		}
 	}))
 }
+
+// wildcard finds the names of a route's path wildcards.
+var wildcard = regexp.MustCompile(`\{([A-Za-z_][A-Za-z0-9_]*)(?:\.\.\.)?\}`)
+
+// cleanInput refuses path values and query parameters that no stored
+// value can equal: text that is not UTF-8 or that holds a NUL, which
+// PostgreSQL refuses outright (an internal error) and SQLite would take.
+// Such an ID names nothing (404); such a parameter is invalid (400).
+func cleanInput(r *http.Request, wildcards []string) error {
+	for _, name := range wildcards {
+		if !cleanText(r.PathValue(name)) {
+			return errNotFound
+		}
+	}
+	for k, vs := range r.URL.Query() {
+		if !cleanText(k) {
+			return invalid("query", "parameters must be UTF-8 text without NUL")
+		}
+		for _, v := range vs {
+			if !cleanText(v) {
+				return invalid(truncate(k, 64), "must be UTF-8 text without NUL")
+			}
+		}
+	}
+	return nil
+}
+
+func cleanText(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
 
 func (s *Server) authenticate(r *http.Request) (authn.Principal, error) {
 	h := r.Header.Get("Authorization")

@@ -390,7 +390,7 @@ func (s *Service) Unlock(ctx context.Context, a Actor, id opgate.OperatorID, rea
 		}
 		e := a.event(audit.OperatorUnlocked, now)
 		e.OperatorID, e.SiteID, e.Resource, e.Reason = id, o.SiteID, "operator:"+string(id), reason
-		d := map[string]any{"was_locked": l.Locked(now), "was_permanent": l.Permanent, "failures": l.Failures}
+		d := map[string]any{"was_locked": l.Locked(now), "was_permanent": l.Permanent, "failures": len(l.Recent)}
 		if !l.Until.IsZero() {
 			d["locked_until"] = l.Until.Format(time.RFC3339Nano)
 		}

@@ -89,7 +89,12 @@ func (s *Service) RegisterTerminal(ctx context.Context, a Actor, t Terminal) (Te
 	t.CreatedAt = s.clk.Now()
 	err := s.db.InTx(ctx, func(tx Tx) error {
 		if _, err := tx.GetSite(ctx, t.SiteID); err != nil {
-			return notFound(err)
+			if isNotFound(err) {
+				// Like an operator's site: a field naming nothing, not a
+				// missing resource of the path.
+				return &ValidationError{Fields: []FieldError{{"site_id", "no such site"}}}
+			}
+			return err
 		}
 		if err := tx.CreateTerminal(ctx, t); err != nil {
 			return err

@@ -76,12 +76,18 @@ type Operator struct {
 // Lock is an operator's login lock state, kept durably so that losing the
 // ephemeral store never unlocks anyone (R2.4).
 type Lock struct {
-	OperatorID  opgate.OperatorID
-	Failures    int       // consecutive failures in the current window
-	WindowStart time.Time // first failure of the current window
-	Until       time.Time // zero when not locked, unless Permanent
-	Permanent   bool      // only a chief's unlock lifts it
-	LocksInRow  int       // temporary locks since the last success or unlock
+	OperatorID opgate.OperatorID
+	Recent     []time.Time   // judged failures not yet outside the window, oldest first
+	Pending    []Reservation // attempts being judged right now
+	Until      time.Time     // zero when not locked, unless Permanent
+	Permanent  bool          // only a chief's unlock lifts it
+	LocksInRow int           // temporary locks since the last success or unlock
+}
+
+// Reservation is an attempt slot held while one credential is judged.
+type Reservation struct {
+	ID    string
+	Until time.Time // the slot is freed after this even if never released
 }
 
 // Locked reports whether the lock is in force at now.

@@ -10,7 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -248,10 +250,10 @@ func Decode(b []byte) (Policy, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&d); err != nil {
-		return Policy{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return Policy{}, decodeError(err)
 	}
 	if dec.More() {
-		return Policy{}, fmt.Errorf("%w: trailing data after the document", ErrInvalid)
+		return Policy{}, &ValidationError{Fields: []FieldError{{"body", "trailing data after the document"}}}
 	}
 	p := Policy{
 		Version:      d.Version,
@@ -265,6 +267,37 @@ func Decode(b []byte) (Policy, error) {
 		DormantAfter: dur(d.DormantAfterS), RestrictedPurposeRequired: d.RestrictedPurposeRequired,
 	}
 	return p, nil
+}
+
+// decodeError names the field a document could not be read at, without
+// the decoder's Go type names and without echoing values.
+func decodeError(err error) error {
+	field, msg := "body", "not a policy document (a JSON object)"
+	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok && te.Field != "" {
+		field, msg = te.Field, "must be a JSON "+jsonKind(te.Type)
+	} else if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		field, msg = strings.Trim(name, `"`), "unknown field"
+		if len(field) > 64 {
+			field = field[:64] + "…"
+		}
+	} else if _, ok := errors.AsType[*json.SyntaxError](err); ok {
+		msg = "malformed JSON"
+	}
+	return &ValidationError{Fields: []FieldError{{field, msg}}}
+}
+
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int64:
+		return "integer"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Slice:
+		return "array"
+	case reflect.String:
+		return "string"
+	}
+	return "object"
 }
 
 func docOf(p Policy) doc {

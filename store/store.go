@@ -86,6 +86,7 @@ type Tx interface {
 	// Cards.
 	CreateCard(ctx context.Context, c authn.Card) error
 	GetCard(ctx context.Context, id opgate.CardID) (authn.Card, error)
+	GetCardByCredential(ctx context.Context, credentialID []byte) (authn.Card, error)
 	UpdateCard(ctx context.Context, c authn.Card) error
 	ListCards(ctx context.Context, op opgate.OperatorID) ([]authn.Card, error)
 	// CollectCards marks every active card of the operators collected and
@@ -143,6 +144,11 @@ type Tx interface {
 	AddSigningKey(ctx context.Context, k authn.StoredKey) error
 	UpdateSigningKey(ctx context.Context, k authn.StoredKey) error
 
+	// Emergency stops in force.
+	ListStops(ctx context.Context) ([]authn.Stop, error)
+	PutStop(ctx context.Context, s authn.Stop) error // ErrConflict if one is in force for the scope
+	DeleteStop(ctx context.Context, scope opgate.SiteID) error
+
 	// Meta holds one-off markers such as the bootstrap.
 	PutMeta(ctx context.Context, key, value string) error // ErrConflict if present
 	GetMeta(ctx context.Context, key string) (string, error)
@@ -183,10 +189,12 @@ func (r Runner[T]) View(ctx context.Context, fn func(T) error) error {
 
 // Every domain's transaction interface is a subset of Tx.
 var (
-	_ lifecycle.Tx    = Tx(nil)
-	_ authz.Tx        = Tx(nil)
-	_ authn.SessionTx = Tx(nil)
-	_ authn.KeyTx     = Tx(nil)
+	_ lifecycle.Tx      = Tx(nil)
+	_ authz.Tx          = Tx(nil)
+	_ authn.SessionTx   = Tx(nil)
+	_ authn.KeyTx       = Tx(nil)
+	_ authn.LoginTx     = Tx(nil)
+	_ authn.EmergencyTx = Tx(nil)
 )
 
 var _ policy.Tx = Tx(nil)

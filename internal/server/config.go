@@ -9,6 +9,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/opgate/opgate/authn"
 	"github.com/opgate/opgate/ephemeral"
 	"github.com/opgate/opgate/ephemeral/memory"
 	eredis "github.com/opgate/opgate/ephemeral/redis"
@@ -30,6 +31,11 @@ type Config struct {
 	TLSKey         string
 	TLSClientCA    string
 	Issuer         string
+	// FIDOMetadataFile is an optional FIDO MDS3 blob on disk.
+	FIDOMetadataFile string
+	// PasswordParams are argon2id's; zero means the OWASP defaults. Tests
+	// use small ones.
+	PasswordParams authn.PasswordParams
 }
 
 func env(name, def string) string {
@@ -42,15 +48,16 @@ func env(name, def string) string {
 // LoadConfig reads the environment.
 func LoadConfig() Config {
 	c := Config{
-		Addr:           env("OPGATE_ADDR", "127.0.0.1:8080"),
-		DatabaseURL:    env("OPGATE_DATABASE_URL", "sqlite:opgate.db"),
-		RedisURL:       env("OPGATE_REDIS_URL", ""),
-		RPID:           env("OPGATE_RP_ID", "localhost"),
-		SigningKeyFile: env("OPGATE_SIGNING_KEY_FILE", ""),
-		TLSCert:        env("OPGATE_TLS_CERT", ""),
-		TLSKey:         env("OPGATE_TLS_KEY", ""),
-		TLSClientCA:    env("OPGATE_TLS_CLIENT_CA", ""),
-		Issuer:         env("OPGATE_ISSUER", "opgate"),
+		Addr:             env("OPGATE_ADDR", "127.0.0.1:8080"),
+		DatabaseURL:      env("OPGATE_DATABASE_URL", "sqlite:opgate.db"),
+		RedisURL:         env("OPGATE_REDIS_URL", ""),
+		RPID:             env("OPGATE_RP_ID", "localhost"),
+		SigningKeyFile:   env("OPGATE_SIGNING_KEY_FILE", ""),
+		TLSCert:          env("OPGATE_TLS_CERT", ""),
+		TLSKey:           env("OPGATE_TLS_KEY", ""),
+		TLSClientCA:      env("OPGATE_TLS_CLIENT_CA", ""),
+		Issuer:           env("OPGATE_ISSUER", "opgate"),
+		FIDOMetadataFile: env("OPGATE_FIDO_METADATA_FILE", ""),
 	}
 	for _, o := range strings.Split(env("OPGATE_RP_ORIGINS", "http://localhost:8080"), ",") {
 		if o = strings.TrimSpace(o); o != "" {

@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"time"
@@ -33,6 +34,8 @@ type App struct {
 	Authz     *authz.Service
 	Sessions  *authn.Sessions
 	Policies  *policy.Source
+	Logins    *authn.Logins
+	Emergency *authn.Emergencies
 	API       *httpapi.Server
 	clk       clock.Clock
 	log       *slog.Logger
@@ -58,6 +61,19 @@ func Wire(ctx context.Context, cfg Config, st store.Store, eph ephemeral.Store, 
 		Policy: a.Policies, IsNotFound: func(err error) bool { return errors.Is(err, ephemeral.ErrNotFound) }, Clock: clk}); err != nil {
 		return nil, err
 	}
+	a.Emergency = authn.NewEmergencies(store.Runner[authn.EmergencyTx]{S: st}, a.Sessions, clk)
+	cer, err := authn.NewCeremonies(authn.CeremonyConfig{RPID: cfg.RPID, RPName: "opgate", Origins: cfg.RPOrigins, Clock: clk, MetadataFile: cfg.FIDOMetadataFile})
+	if err != nil {
+		return nil, err
+	}
+	// Decoy credential IDs for unknown operators are keyed by the signing
+	// key, which every replica shares.
+	secret := sha256.Sum256(append([]byte("opgate decoy credential\x00"), keys[0].Private.D.Bytes()...))
+	if a.Logins, err = authn.NewLogins(authn.LoginConfig{DB: store.Runner[authn.LoginTx]{S: st}, Challenges: eph, Ceremonies: cer, Sessions: a.Sessions,
+		Policy: a.Policies, Access: a.Authz, Emergency: a.Emergency, Secret: secret[:], Clock: clk,
+		IsNotFound: func(err error) bool { return errors.Is(err, ephemeral.ErrNotFound) }, PasswordParams: cfg.PasswordParams}); err != nil {
+		return nil, err
+	}
 	if a.Lifecycle, err = lifecycle.New(lifecycle.Config{DB: store.Runner[lifecycle.Tx]{S: st}, Authorizer: a.Authz, Sessions: a.Sessions, Clock: clk}); err != nil {
 		return nil, err
 	}
@@ -65,7 +81,7 @@ func Wire(ctx context.Context, cfg Config, st store.Store, eph ephemeral.Store, 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.API, err = httpapi.New(httpapi.Config{
 		Lifecycle: a.Lifecycle, Authz: a.Authz, Sessions: a.Sessions, Policy: polDB, Policies: a.Policies, Chain: st,
-		Views: views{st}, Ready: a.ready, Logger: log, Registry: reg, Clock: clk,
+		Views: views{st}, Ready: a.ready, Logins: a.Logins, Emergencies: a.Emergency, Logger: log, Registry: reg, Clock: clk,
 	})
 	if err != nil {
 		return nil, err

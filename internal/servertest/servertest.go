@@ -51,6 +51,9 @@ type Server struct {
 	Admin string
 }
 
+// Origin is the WebAuthn origin test servers accept.
+const Origin = "http://localhost:8080"
+
 // Shared is what a second replica needs to join the first.
 type Shared struct {
 	Store store.Store
@@ -78,7 +81,8 @@ func Start(t testing.TB, b Backend) *Server {
 func Join(t testing.TB, sh Shared, clk *clocktest.Clock) *Server {
 	t.Helper()
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	a, err := server.Wire(context.Background(), server.Config{Issuer: "opgate-test"}, sh.Store, sh.Eph, clk, log)
+	a, err := server.Wire(context.Background(), server.Config{Issuer: "opgate-test", RPID: "localhost", RPOrigins: []string{Origin},
+		PasswordParams: authn.PasswordParams{Memory: 64, Time: 1, Threads: 1}}, sh.Store, sh.Eph, clk, log)
 	if err != nil {
 		t.Fatalf("wire: %v", err)
 	}

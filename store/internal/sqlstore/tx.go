@@ -2,9 +2,9 @@ package sqlstore
 
 import (
 	"context"
-	"errors"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -286,27 +286,66 @@ func (t *tx) CountOperators(ctx context.Context) (int, error) {
 
 func (t *tx) GetLock(ctx context.Context, id opgate.OperatorID) (lifecycle.Lock, error) {
 	l := lifecycle.Lock{OperatorID: id}
-	var start, until sql.NullInt64
-	err := t.row(ctx, `SELECT failures, window_start, locked_until, permanent, locks_in_row FROM login_locks WHERE operator_id = ?`+t.forUpdate(), id).
-		Scan(&l.Failures, &start, &until, &l.Permanent, &l.LocksInRow)
+	var until sql.NullInt64
+	var recent, pending string
+	err := t.row(ctx, `SELECT recent, pending, locked_until, permanent, locks_in_row FROM login_locks WHERE operator_id = ?`+t.forUpdate(), id).
+		Scan(&recent, &pending, &until, &l.Permanent, &l.LocksInRow)
 	if err == sql.ErrNoRows {
 		return l, nil // no failures yet
 	}
-	l.WindowStart, l.Until = fromMicros(start), fromMicros(until)
-	return l, t.db.translate(err)
+	if err != nil {
+		return l, t.db.translate(err)
+	}
+	l.Until = fromMicros(until)
+	var rs []int64
+	if err := json.Unmarshal([]byte(recent), &rs); err != nil {
+		return l, err
+	}
+	for _, r := range rs {
+		l.Recent = append(l.Recent, at(r))
+	}
+	var ps []reservationRow
+	if err := json.Unmarshal([]byte(pending), &ps); err != nil {
+		return l, err
+	}
+	for _, p := range ps {
+		l.Pending = append(l.Pending, lifecycle.Reservation{ID: p.ID, Until: at(p.Until)})
+	}
+	return l, nil
 }
 
+type reservationRow struct {
+	ID    string `json:"id"`
+	Until int64  `json:"until"`
+}
+
+// PutLock writes the whole lock state. failures and window_start are kept
+// beside the list for people reading the table.
 func (t *tx) PutLock(ctx context.Context, l lifecycle.Lock) error {
-	res, err := t.exec(ctx, `UPDATE login_locks SET failures = ?, window_start = ?, locked_until = ?, permanent = ?, locks_in_row = ? WHERE operator_id = ?`,
-		l.Failures, micros(l.WindowStart), micros(l.Until), l.Permanent, l.LocksInRow, l.OperatorID)
+	rs := make([]int64, 0, len(l.Recent))
+	for _, r := range l.Recent {
+		rs = append(rs, r.UnixMicro())
+	}
+	ps := make([]reservationRow, 0, len(l.Pending))
+	for _, p := range l.Pending {
+		ps = append(ps, reservationRow{p.ID, p.Until.UnixMicro()})
+	}
+	recent, _ := json.Marshal(rs)
+	pending, _ := json.Marshal(ps)
+	var start time.Time
+	if len(l.Recent) > 0 {
+		start = l.Recent[0]
+	}
+	res, err := t.exec(ctx, `UPDATE login_locks SET failures = ?, window_start = ?, recent = ?, pending = ?, locked_until = ?, permanent = ?, locks_in_row = ? WHERE operator_id = ?`,
+		len(l.Recent), micros(start), string(recent), string(pending), micros(l.Until), l.Permanent, l.LocksInRow, l.OperatorID)
 	if err != nil {
 		return err
 	}
 	if n, _ := res.RowsAffected(); n > 0 {
 		return nil
 	}
-	_, err = t.exec(ctx, `INSERT INTO login_locks (operator_id, failures, window_start, locked_until, permanent, locks_in_row) VALUES (?, ?, ?, ?, ?, ?)`,
-		l.OperatorID, l.Failures, micros(l.WindowStart), micros(l.Until), l.Permanent, l.LocksInRow)
+	_, err = t.exec(ctx, `INSERT INTO login_locks (operator_id, failures, window_start, recent, pending, locked_until, permanent, locks_in_row) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		l.OperatorID, len(l.Recent), micros(start), string(recent), string(pending), micros(l.Until), l.Permanent, l.LocksInRow)
 	return err
 }
 
@@ -372,6 +411,11 @@ func (t *tx) CreateCard(ctx context.Context, c authn.Card) error {
 
 func (t *tx) GetCard(ctx context.Context, id opgate.CardID) (authn.Card, error) {
 	c, err := scanCard(t.row(ctx, `SELECT `+cardCols+` FROM cards WHERE card_id = ?`+t.forUpdate(), id))
+	return c, t.db.translate(err)
+}
+
+func (t *tx) GetCardByCredential(ctx context.Context, credentialID []byte) (authn.Card, error) {
+	c, err := scanCard(t.row(ctx, `SELECT `+cardCols+` FROM cards WHERE credential_id = ?`, credentialID))
 	return c, t.db.translate(err)
 }
 
@@ -822,4 +866,26 @@ func (t *tx) TakeEnrollment(ctx context.Context, codeHash []byte, when time.Time
 	// The guard on used_at makes the take single-use even where the
 	// engine has no row locks: of two takers, one updates no row.
 	return e, t.execOne(ctx, `UPDATE enrollments SET used_at = ? WHERE code_hash = ? AND used_at IS NULL`, must(when), codeHash)
+}
+
+// ---- emergency stops
+
+func (t *tx) ListStops(ctx context.Context) ([]authn.Stop, error) {
+	r, err := t.rows(ctx, `SELECT scope, reason, stopped_by, stopped_at FROM emergency_stops ORDER BY scope`)
+	return collect(t, r, err, func(s scanner) (authn.Stop, error) {
+		var st authn.Stop
+		var when int64
+		err := s.Scan(&st.Scope, &st.Reason, &st.StoppedBy, &when)
+		st.StoppedAt = at(when)
+		return st, err
+	})
+}
+
+func (t *tx) PutStop(ctx context.Context, st authn.Stop) error {
+	_, err := t.exec(ctx, `INSERT INTO emergency_stops (scope, reason, stopped_by, stopped_at) VALUES (?, ?, ?, ?)`, st.Scope, st.Reason, st.StoppedBy, must(st.StoppedAt))
+	return err
+}
+
+func (t *tx) DeleteStop(ctx context.Context, scope opgate.SiteID) error {
+	return t.execOne(ctx, `DELETE FROM emergency_stops WHERE scope = ?`, scope)
 }

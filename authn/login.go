@@ -1,0 +1,754 @@
+package authn
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/text/unicode/norm"
+
+	"github.com/opgate/opgate"
+	"github.com/opgate/opgate/audit"
+	"github.com/opgate/opgate/internal/clock"
+	"github.com/opgate/opgate/lifecycle"
+	"github.com/opgate/opgate/policy"
+)
+
+// Errors a login answers with. Every credential failure is
+// ErrInvalidCredentials, whatever failed; the precise reason goes only to
+// the audit event (house style 9).
+var (
+	ErrInvalidCredentials  = errors.New("authn: invalid credentials")
+	ErrTerminalNotAllowed  = errors.New("authn: terminal not allowed")
+	ErrLoginSuspended      = errors.New("authn: logins are suspended (emergency stop)")
+	ErrPasswordChangeFirst = errors.New("authn: the password must be changed first")
+)
+
+// RateLimitedError refuses attempts from a terminal or address that failed
+// for too many distinct operators (password spraying).
+type RateLimitedError struct{ RetryAfter time.Duration }
+
+func (e *RateLimitedError) Error() string {
+	return fmt.Sprintf("authn: too many failed logins from here; retry after %s", e.RetryAfter)
+}
+
+// PolicyViolationError lists why a new password was refused.
+type PolicyViolationError struct{ Violations []Violation }
+
+func (e *PolicyViolationError) Error() string {
+	return fmt.Sprintf("authn: password breaks policy: %v", e.Violations)
+}
+
+// LoginTx is what the login ceremonies read and write in a transaction.
+type LoginTx interface {
+	SessionTx
+	GetOperator(ctx context.Context, id opgate.OperatorID) (lifecycle.Operator, error)
+	GetOperatorForUpdate(ctx context.Context, id opgate.OperatorID) (lifecycle.Operator, error)
+	UpdateOperator(ctx context.Context, o lifecycle.Operator) error
+	GetLock(ctx context.Context, id opgate.OperatorID) (lifecycle.Lock, error)
+	PutLock(ctx context.Context, l lifecycle.Lock) error
+	GetTerminal(ctx context.Context, id opgate.TerminalID) (lifecycle.Terminal, error)
+	GetCard(ctx context.Context, id opgate.CardID) (Card, error)
+	GetCardByCredential(ctx context.Context, credentialID []byte) (Card, error)
+	UpdateCard(ctx context.Context, c Card) error
+	CreateCard(ctx context.Context, c Card) error
+	ListCards(ctx context.Context, op opgate.OperatorID) ([]Card, error)
+	GetPassword(ctx context.Context, op opgate.OperatorID) (PasswordRecord, error)
+	PutPassword(ctx context.Context, p PasswordRecord) error
+	PasswordHistory(ctx context.Context, op opgate.OperatorID, n int) ([]string, error)
+	CreateEnrollment(ctx context.Context, e Enrollment) error
+	TakeEnrollment(ctx context.Context, codeHash []byte, at time.Time) (Enrollment, error)
+}
+
+// LoginDB runs the login ceremonies' transactions.
+type LoginDB interface {
+	InTx(ctx context.Context, fn func(LoginTx) error) error
+	View(ctx context.Context, fn func(LoginTx) error) error
+}
+
+// Challenges is the ephemeral state of ceremonies and rate windows.
+type Challenges interface {
+	Put(ctx context.Context, key string, value []byte, ttl time.Duration) error
+	Get(ctx context.Context, key string) ([]byte, error)
+	Take(ctx context.Context, key string) ([]byte, error)
+	AddDistinct(ctx context.Context, key, member string, at time.Time, window time.Duration) (int, error)
+}
+
+// Access answers the questions about rights a login asks.
+type Access interface {
+	// HasGrantAt reports whether op holds a live grant at site.
+	HasGrantAt(ctx context.Context, op opgate.OperatorID, site opgate.SiteID) (bool, error)
+	// Require is nil when op holds perm at site.
+	Require(ctx context.Context, op opgate.OperatorID, perm opgate.Permission, site opgate.SiteID) error
+}
+
+// Emergency tells whether logins are stopped at a site (R6.2).
+type Emergency interface {
+	Stopped(ctx context.Context, site opgate.SiteID) (bool, error)
+}
+
+// LoginConfig configures Logins.
+type LoginConfig struct {
+	// DB, Challenges, Ceremonies, Sessions, Policy and Access are required.
+	DB         LoginDB
+	Challenges Challenges
+	Ceremonies *Ceremonies
+	Sessions   *Sessions
+	Policy     PolicySource
+	Access     Access
+	// Emergency may be nil: no emergency stop is ever in force.
+	Emergency Emergency
+	// IsNotFound recognises the challenge store's "absent". Required.
+	IsNotFound func(error) bool
+	// Secret keys the decoy credential IDs shown for unknown operators.
+	// Required, at least 32 bytes.
+	Secret []byte
+	// PasswordParams are the argon2id parameters of new hashes. Zero means
+	// DefaultPasswordParams.
+	PasswordParams PasswordParams
+	// EnrollmentTTL is how long an enrollment code lives. Zero means 15 min.
+	EnrollmentTTL time.Duration
+	// Clock is the time source. If nil, clock.Real{} is used.
+	Clock clock.Clock
+}
+
+// Logins runs card enrollment, card and password logins, refresh, logout
+// and password changes.
+type Logins struct {
+	cfg LoginConfig
+	clk clock.Clock
+}
+
+// NewLogins validates cfg.
+func NewLogins(cfg LoginConfig) (*Logins, error) {
+	var errs []error
+	if cfg.DB == nil {
+		errs = append(errs, errors.New("DB is required"))
+	}
+	if cfg.Challenges == nil {
+		errs = append(errs, errors.New("Challenges is required"))
+	}
+	if cfg.Ceremonies == nil {
+		errs = append(errs, errors.New("Ceremonies is required"))
+	}
+	if cfg.Sessions == nil {
+		errs = append(errs, errors.New("Sessions is required"))
+	}
+	if cfg.Policy == nil {
+		errs = append(errs, errors.New("Policy is required"))
+	}
+	if cfg.Access == nil {
+		errs = append(errs, errors.New("Access is required"))
+	}
+	if cfg.IsNotFound == nil {
+		errs = append(errs, errors.New("IsNotFound is required"))
+	}
+	if len(cfg.Secret) < 32 {
+		errs = append(errs, errors.New("Secret of at least 32 bytes is required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("authn: login config: %w", err)
+	}
+	if cfg.PasswordParams == (PasswordParams{}) {
+		cfg.PasswordParams = DefaultPasswordParams
+	}
+	if cfg.EnrollmentTTL == 0 {
+		cfg.EnrollmentTTL = 15 * time.Minute
+	}
+	clk := cfg.Clock
+	if clk == nil {
+		clk = clock.Real{}
+	}
+	return &Logins{cfg: cfg, clk: clk}, nil
+}
+
+// NormalizeOperatorID folds the spellings a terminal may send for one
+// operator ID — full-width characters from a Japanese input mode, lower
+// case — into one, so that they share one lockout counter.
+func NormalizeOperatorID(s string) opgate.OperatorID {
+	s = strings.ToUpper(strings.TrimSpace(norm.NFKC.String(s)))
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return opgate.OperatorID(s)
+}
+
+// Client is where an attempt comes from.
+type Client struct {
+	TerminalID opgate.TerminalID
+	Addr       string // the client's IP address
+}
+
+// Login is a successful login's answer.
+type Login struct {
+	Issued
+	PasswordChangeRequired bool
+	PasswordExpiresAt      time.Time
+	PasswordExpiresSoon    bool // within 14 days (CL 17-3)
+}
+
+// ---- card login
+
+type loginState struct {
+	Ceremony   []byte            `json:"c"`
+	Operator   opgate.OperatorID `json:"o,omitempty"`
+	Terminal   opgate.TerminalID `json:"t"`
+	Addr       string            `json:"a,omitempty"`
+	Expires    int64             `json:"x"`
+	Enrollment *Enrollment       `json:"e,omitempty"`
+}
+
+func loginKey(id string) string { return "login:" + id }
+
+// BeginCard starts a card login at a terminal, for a named operator or
+// for whoever's discoverable card answers.
+func (l *Logins) BeginCard(ctx context.Context, c Client, operator string) (loginID string, options []byte, err error) {
+	if err := l.sprayCheck(ctx, c); err != nil {
+		return "", nil, err
+	}
+	var allow [][]byte
+	op := NormalizeOperatorID(operator)
+	if op != "" {
+		var cards []Card
+		err := l.cfg.DB.View(ctx, func(tx LoginTx) (err error) { cards, err = tx.ListCards(ctx, op); return })
+		if err != nil {
+			return "", nil, err
+		}
+		for _, cd := range cards {
+			if cd.Status == CardActive {
+				allow = append(allow, cd.CredentialID)
+			}
+		}
+		if len(allow) == 0 {
+			// An unknown operator, or one without a card, gets a decoy
+			// that looks like a real credential ID, so that the answer
+			// does not tell who exists.
+			allow = [][]byte{l.decoy(op)}
+		}
+	}
+	options, state, expires, err := l.cfg.Ceremonies.BeginLogin(allow)
+	if err != nil {
+		return "", nil, err
+	}
+	id := "L-" + randomToken(18)
+	b, _ := json.Marshal(loginState{Ceremony: state, Operator: op, Terminal: c.TerminalID, Addr: c.Addr, Expires: expires.UnixMicro()})
+	if err := l.cfg.Challenges.Put(ctx, loginKey(id), b, expires.Sub(l.clk.Now())+time.Minute); err != nil {
+		return "", nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return id, options, nil
+}
+
+func (l *Logins) decoy(op opgate.OperatorID) []byte {
+	m := hmac.New(sha256.New, l.cfg.Secret)
+	m.Write([]byte("decoy-credential\x00" + string(op)))
+	return m.Sum(nil)
+}
+
+// FinishCard completes a card login. The challenge is taken atomically, so
+// of any number of submissions of one assertion exactly one is judged.
+func (l *Logins) FinishCard(ctx context.Context, c Client, loginID string, credential []byte, password *string) (Login, error) {
+	if len(loginID) > 64 {
+		return Login{}, ErrInvalidCredentials
+	}
+	raw, err := l.cfg.Challenges.Take(ctx, loginKey(loginID))
+	if err != nil {
+		if l.cfg.IsNotFound(err) {
+			return Login{}, ErrInvalidCredentials
+		}
+		return Login{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	var st loginState
+	if json.Unmarshal(raw, &st) != nil {
+		return Login{}, ErrInvalidCredentials
+	}
+	if st.Terminal != c.TerminalID && c.TerminalID != "" {
+		// The terminal that finishes is the one that began.
+		return Login{}, ErrInvalidCredentials
+	}
+	c.TerminalID = st.Terminal
+	if err := l.sprayCheck(ctx, c); err != nil {
+		return Login{}, err
+	}
+	now := l.clk.Now()
+	if !now.Before(time.UnixMicro(st.Expires)) {
+		l.failUnknown(ctx, c, st.Operator, ReasonChallengeExpired)
+		return Login{}, ErrInvalidCredentials
+	}
+	p, err := l.cfg.Policy.Policy(ctx)
+	if err != nil {
+		return Login{}, err
+	}
+	var (
+		card     Card
+		slot     string
+		found    bool
+		lockErr  error
+		stateErr error
+	)
+	assertion, err := l.cfg.Ceremonies.FinishLogin(st.Ceremony, credential, func(credID, userHandle []byte) (StoredCredential, error) {
+		var cerr error
+		cerr = l.cfg.DB.View(ctx, func(tx LoginTx) (err error) { card, err = tx.GetCardByCredential(ctx, credID); return })
+		if errors.Is(cerr, opgate.ErrNotFound) {
+			return StoredCredential{}, ErrUnknownCredential
+		}
+		if cerr != nil {
+			stateErr = cerr
+			return StoredCredential{}, cerr
+		}
+		found = true
+		if st.Operator != "" && card.OperatorID != st.Operator {
+			return StoredCredential{}, ErrUnknownCredential
+		}
+		// The operator is known: take an attempt slot before the card's
+		// signature is judged. While locked nothing is judged.
+		slot, lockErr = l.reserve(ctx, p.Lockout, card.OperatorID, now)
+		if lockErr != nil {
+			return StoredCredential{}, lockErr
+		}
+		return StoredCredential{OperatorID: card.OperatorID, CredentialID: card.CredentialID, PublicKey: card.PublicKey,
+			AAGUID: card.AAGUID, SignCount: card.SignCount, Flags: card.Flags}, nil
+	})
+	switch {
+	case stateErr != nil:
+		return Login{}, fmt.Errorf("%w: %v", ErrUnavailable, stateErr)
+	case lockErr != nil:
+		if errors.Is(lockErr, ErrUnavailable) || errors.Is(lockErr, opgate.ErrUnavailable) {
+			return Login{}, lockErr
+		}
+		l.auditRefusal(ctx, card.OperatorID, c, reasonOf(lockErr), "card:"+string(card.ID))
+		return Login{}, lockErr
+	case slot == "":
+		// No operator to count against: an unknown card, a card of
+		// another operator than the one named, or a malformed answer.
+		reason := ReasonUnknownCard
+		if found {
+			reason = ReasonOtherOperatorsCard
+		} else if ce, ok := errors.AsType[*CeremonyError](err); ok && ce.Reason != "unknown_credential" {
+			reason = ce.Reason
+		}
+		l.failUnknown(ctx, c, st.Operator, reason)
+		return Login{}, ErrInvalidCredentials
+	}
+	op := card.OperatorID
+	if err != nil {
+		reason := "ceremony_failed"
+		if ce, ok := errors.AsType[*CeremonyError](err); ok {
+			reason = ce.Reason
+		}
+		return Login{}, l.fail(ctx, op, slot, c, reason, card, reason == "sign_count_regressed")
+	}
+	if card.Status != CardActive {
+		return Login{}, l.fail(ctx, op, slot, c, "card_"+string(card.Status), card, false)
+	}
+	return l.complete(ctx, op, slot, c, p, &card, assertion.SignCount, password)
+}
+
+// ---- password login
+
+// Password logs in with operator ID and password, where policy allows it.
+func (l *Logins) Password(ctx context.Context, c Client, operator, password string) (Login, error) {
+	if err := l.sprayCheck(ctx, c); err != nil {
+		return Login{}, err
+	}
+	p, err := l.cfg.Policy.Policy(ctx)
+	if err != nil {
+		return Login{}, err
+	}
+	op := NormalizeOperatorID(operator)
+	var rec PasswordRecord
+	err = l.cfg.DB.View(ctx, func(tx LoginTx) (err error) {
+		if _, err = tx.GetOperator(ctx, op); err != nil {
+			return err
+		}
+		rec, err = tx.GetPassword(ctx, op)
+		return err
+	})
+	if errors.Is(err, opgate.ErrNotFound) || op == "" {
+		// Unknown operator, or one without a password: the same hash
+		// work as a real check, the same answer.
+		DummyVerify(l.cfg.PasswordParams)
+		l.failUnknown(ctx, c, op, ReasonUnknownOperator)
+		return Login{}, ErrInvalidCredentials
+	}
+	if err != nil {
+		return Login{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	now := l.clk.Now()
+	slot, err := l.reserve(ctx, p.Lockout, op, now)
+	if err != nil {
+		if !errors.Is(err, ErrUnavailable) {
+			l.auditRefusal(ctx, op, c, reasonOf(err), "operator:"+string(op))
+		}
+		return Login{}, err
+	}
+	ok, verr := VerifyPassword(rec.Hash, password)
+	if verr != nil || !ok {
+		return Login{}, l.fail(ctx, op, slot, c, ReasonBadPassword, Card{}, false)
+	}
+	if !p.Allows(policy.MethodPassword) {
+		// The password was right, but this method is not allowed here:
+		// refused like a failure, without counting against the operator.
+		l.abandon(ctx, op, slot)
+		l.auditRefusal(ctx, op, c, ReasonMethodNotAllowed, "operator:"+string(op))
+		return Login{}, ErrInvalidCredentials
+	}
+	return l.complete(ctx, op, slot, c, p, nil, 0, nil)
+}
+
+// Audit reasons of refused logins (the data of login.failed events).
+const (
+	ReasonUnknownOperator    = "unknown_operator"
+	ReasonUnknownCard        = "unknown_card"
+	ReasonOtherOperatorsCard = "card_of_another_operator"
+	ReasonBadPassword        = "bad_password"
+	ReasonPasswordMissing    = "password_required"
+	ReasonChallengeExpired   = "challenge_expired"
+	ReasonMethodNotAllowed   = "method_not_allowed"
+	ReasonOperatorInactive   = "operator_inactive"
+	ReasonTerminalUnknown    = "terminal_unknown"
+	ReasonTerminalOtherSite  = "terminal_other_site"
+	ReasonLocked             = "locked"
+	ReasonBusy               = "attempts_in_progress"
+	ReasonEmergencyStop      = "emergency_stop"
+)
+
+func reasonOf(err error) string {
+	switch {
+	case errors.Is(err, ErrBusy):
+		return ReasonBusy
+	case errors.Is(err, ErrLoginSuspended):
+		return ReasonEmergencyStop
+	}
+	if _, ok := errors.AsType[*LockedError](err); ok {
+		return ReasonLocked
+	}
+	return "refused"
+}
+
+// complete finishes a login whose credential was right: the operator,
+// terminal, emergency state and second factor are checked, then the
+// session starts in the same transaction as the success event.
+func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string, c Client, p policy.Policy, card *Card, signCount uint32, password *string) (Login, error) {
+	now := l.clk.Now()
+	var o lifecycle.Operator
+	var rec PasswordRecord
+	var t lifecycle.Terminal
+	err := l.cfg.DB.View(ctx, func(tx LoginTx) (err error) {
+		if o, err = tx.GetOperator(ctx, op); err != nil {
+			return err
+		}
+		if t, err = tx.GetTerminal(ctx, c.TerminalID); errors.Is(err, opgate.ErrNotFound) {
+			t, err = lifecycle.Terminal{}, nil
+		} else if err != nil {
+			return err
+		}
+		if rec, err = tx.GetPassword(ctx, op); errors.Is(err, opgate.ErrNotFound) {
+			rec, err = PasswordRecord{}, nil
+		}
+		return err
+	})
+	if err != nil {
+		l.abandon(ctx, op, slot)
+		return Login{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	resource := "operator:" + string(op)
+	if card != nil {
+		resource = "card:" + string(card.ID)
+	}
+	if o.Status != lifecycle.Active || (!o.ValidUntil.IsZero() && !now.Before(o.ValidUntil)) {
+		l.abandon(ctx, op, slot)
+		l.auditRefusal(ctx, op, c, ReasonOperatorInactive, resource)
+		return Login{}, ErrInvalidCredentials
+	}
+	if t.ID == "" || !t.RemovedAt.IsZero() {
+		l.abandon(ctx, op, slot)
+		l.auditRefusal(ctx, op, c, ReasonTerminalUnknown, resource)
+		return Login{}, ErrTerminalNotAllowed
+	}
+	if ok, err := l.cfg.Access.HasGrantAt(ctx, op, t.SiteID); err != nil || !ok {
+		l.abandon(ctx, op, slot)
+		if err != nil {
+			return Login{}, err
+		}
+		l.auditRefusal(ctx, op, c, ReasonTerminalOtherSite, resource)
+		return Login{}, ErrTerminalNotAllowed
+	}
+	if l.cfg.Emergency != nil {
+		stopped, err := l.cfg.Emergency.Stopped(ctx, t.SiteID)
+		if err != nil {
+			l.abandon(ctx, op, slot)
+			return Login{}, err
+		}
+		// Holders of emergency.stop stay able to log in, so that someone
+		// can resume.
+		if stopped && l.cfg.Access.Require(ctx, op, "emergency.stop", t.SiteID) != nil {
+			l.abandon(ctx, op, slot)
+			l.auditRefusal(ctx, op, c, ReasonEmergencyStop, resource)
+			return Login{}, ErrLoginSuspended
+		}
+	}
+	amr := []string{"pwd"}
+	if card != nil {
+		amr = []string{"hwk", "user"}
+		// A site that requires card and password asks for both in one
+		// finish call.
+		needPassword := !p.Allows(policy.MethodCard) && p.Allows(policy.MethodCardPassword)
+		if needPassword {
+			if password == nil || rec.Hash == "" {
+				if rec.Hash == "" {
+					DummyVerify(l.cfg.PasswordParams)
+				}
+				return Login{}, l.fail(ctx, op, slot, c, ReasonPasswordMissing, *card, false)
+			}
+			if ok, err := VerifyPassword(rec.Hash, *password); err != nil || !ok {
+				return Login{}, l.fail(ctx, op, slot, c, ReasonBadPassword, *card, false)
+			}
+			amr = append(amr, "pwd")
+		}
+	}
+	mustChange := rec.Hash != "" && slices.Contains(amr, "pwd") && (rec.Temporary || !now.Before(rec.ExpiresAt))
+	var out Login
+	err = l.cfg.DB.InTx(ctx, func(tx LoginTx) error {
+		o, err := tx.GetOperatorForUpdate(ctx, op)
+		if err != nil {
+			return err
+		}
+		lk, err := tx.GetLock(ctx, op)
+		if err != nil {
+			return err
+		}
+		if err := tx.PutLock(ctx, Succeed(lk, slot)); err != nil {
+			return err
+		}
+		o.LastLoginAt = now
+		if err := tx.UpdateOperator(ctx, o); err != nil {
+			return err
+		}
+		st := Start{OperatorID: op, SiteID: t.SiteID, TerminalID: t.ID, AMR: amr, PasswordChangeRequired: mustChange}
+		if card != nil {
+			cd, err := tx.GetCard(ctx, card.ID)
+			if err != nil {
+				return err
+			}
+			cd.SignCount = signCount
+			if err := tx.UpdateCard(ctx, cd); err != nil {
+				return err
+			}
+			st.CardID = card.ID
+		}
+		iss, err := l.cfg.Sessions.StartIn(ctx, tx, st)
+		if err != nil {
+			return err
+		}
+		out.Issued = iss
+		_, err = tx.AppendAudit(ctx, audit.Event{Type: audit.LoginSucceeded, At: now, ActorID: op, OperatorID: op, SiteID: t.SiteID,
+			TerminalID: t.ID, Resource: "session:" + string(iss.Session.ID), Data: audit.D(map[string]any{"amr": amr, "card_id": string(st.CardID), "addr": c.Addr})})
+		return err
+	})
+	if err != nil {
+		l.abandon(ctx, op, slot)
+		return Login{}, err
+	}
+	if err := l.cfg.Sessions.Publish(ctx, out.Session); err != nil {
+		return Login{}, err
+	}
+	out.PasswordChangeRequired = mustChange
+	if rec.Hash != "" {
+		out.PasswordExpiresAt = rec.ExpiresAt
+		out.PasswordExpiresSoon = rec.ExpiresAt.Sub(now) < 14*24*time.Hour
+	}
+	return out, nil
+}
+
+// reserve takes an attempt slot for op in its own short transaction.
+func (l *Logins) reserve(ctx context.Context, p policy.Lockout, op opgate.OperatorID, now time.Time) (string, error) {
+	id := randomToken(9)
+	err := l.cfg.DB.InTx(ctx, func(tx LoginTx) error {
+		// The operator row is the lock every replica's attempts queue on.
+		if _, err := tx.GetOperatorForUpdate(ctx, op); err != nil {
+			return err
+		}
+		lk, err := tx.GetLock(ctx, op)
+		if err != nil {
+			return err
+		}
+		next, rerr := Reserve(p, lk, id, now)
+		if rerr != nil {
+			return rerr
+		}
+		return tx.PutLock(ctx, next)
+	})
+	if err != nil {
+		if _, ok := errors.AsType[*LockedError](err); ok || errors.Is(err, ErrBusy) {
+			return "", err
+		}
+		return "", fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return id, nil
+}
+
+// abandon frees a slot whose attempt was refused for something other than
+// the credential; nothing is counted.
+func (l *Logins) abandon(ctx context.Context, op opgate.OperatorID, slot string) {
+	_ = l.cfg.DB.InTx(context.WithoutCancel(ctx), func(tx LoginTx) error {
+		if _, err := tx.GetOperatorForUpdate(ctx, op); err != nil {
+			return err
+		}
+		lk, err := tx.GetLock(ctx, op)
+		if err != nil {
+			return err
+		}
+		return tx.PutLock(ctx, Abandon(lk, slot))
+	})
+}
+
+// fail counts a judged failure, locks at the threshold and records both,
+// in one transaction. It answers ErrInvalidCredentials, or the lock.
+func (l *Logins) fail(ctx context.Context, op opgate.OperatorID, slot string, c Client, reason string, card Card, clone bool) error {
+	ctx = context.WithoutCancel(ctx) // a failure is recorded even if the client went away
+	p, err := l.cfg.Policy.Policy(ctx)
+	if err != nil {
+		return err
+	}
+	now := l.clk.Now()
+	var locked bool
+	var lk lifecycle.Lock
+	err = l.cfg.DB.InTx(ctx, func(tx LoginTx) error {
+		o, err := tx.GetOperatorForUpdate(ctx, op)
+		if err != nil {
+			return err
+		}
+		if lk, err = tx.GetLock(ctx, op); err != nil {
+			return err
+		}
+		lk, locked = Fail(p.Lockout, lk, slot, now)
+		if err := tx.PutLock(ctx, lk); err != nil {
+			return err
+		}
+		resource := "operator:" + string(op)
+		d := map[string]any{"reason": reason, "addr": c.Addr, "failures": len(lk.Recent)}
+		if card.ID != "" {
+			resource = "card:" + string(card.ID)
+			if clone {
+				// Flag the card for the anomaly report (possible clone).
+				cd, err := tx.GetCard(ctx, card.ID)
+				if err != nil {
+					return err
+				}
+				cd.CloneSuspected = true
+				if err := tx.UpdateCard(ctx, cd); err != nil {
+					return err
+				}
+			}
+		}
+		if _, err := tx.AppendAudit(ctx, audit.Event{Type: audit.LoginFailed, At: now, OperatorID: op, SiteID: o.SiteID, TerminalID: c.TerminalID,
+			Resource: resource, Reason: reason, Data: audit.D(d)}); err != nil {
+			return err
+		}
+		if locked {
+			ld := map[string]any{"permanent": lk.Permanent, "locks_in_row": lk.LocksInRow}
+			if !lk.Until.IsZero() {
+				ld["locked_until"] = lk.Until.Format(time.RFC3339Nano)
+			}
+			_, err = tx.AppendAudit(ctx, audit.Event{Type: audit.AccountLocked, At: now, OperatorID: op, SiteID: o.SiteID, TerminalID: c.TerminalID,
+				Resource: "operator:" + string(op), Reason: "too many failed logins", Data: audit.D(ld)})
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	l.spray(ctx, c, op, now, p.Lockout)
+	if locked {
+		return &LockedError{Until: lk.Until}
+	}
+	return ErrInvalidCredentials
+}
+
+// failUnknown records a failure that names no known operator: nothing to
+// lock, but the spraying counter and the history hear of it.
+func (l *Logins) failUnknown(ctx context.Context, c Client, op opgate.OperatorID, reason string) {
+	ctx = context.WithoutCancel(ctx)
+	now := l.clk.Now()
+	_ = l.cfg.DB.InTx(ctx, func(tx LoginTx) error {
+		_, err := tx.AppendAudit(ctx, audit.Event{Type: audit.LoginFailed, At: now, TerminalID: c.TerminalID, Resource: "login",
+			Reason: reason, Data: audit.D(map[string]any{"reason": reason, "addr": c.Addr, "claimed_operator": truncateID(op)})})
+		return err
+	})
+	if p, err := l.cfg.Policy.Policy(ctx); err == nil {
+		l.spray(ctx, c, op, now, p.Lockout)
+	}
+}
+
+func truncateID(op opgate.OperatorID) string {
+	s := string(op)
+	if len(s) > 32 {
+		s = s[:32]
+	}
+	return s
+}
+
+// auditRefusal records a refused attempt that was not a judged failure.
+func (l *Logins) auditRefusal(ctx context.Context, op opgate.OperatorID, c Client, reason, resource string) {
+	ctx = context.WithoutCancel(ctx)
+	now := l.clk.Now()
+	_ = l.cfg.DB.InTx(ctx, func(tx LoginTx) error {
+		_, err := tx.AppendAudit(ctx, audit.Event{Type: audit.LoginFailed, At: now, OperatorID: op, TerminalID: c.TerminalID, Resource: resource,
+			Reason: reason, Data: audit.D(map[string]any{"reason": reason, "addr": c.Addr, "counted": false})})
+		return err
+	})
+}
+
+// ---- password spraying (R2.4): failures across distinct operators from
+// one terminal or one address.
+
+func sprayKeys(c Client) []string {
+	var keys []string
+	if c.TerminalID != "" {
+		keys = append(keys, "spray:t:"+string(c.TerminalID))
+	}
+	if c.Addr != "" {
+		keys = append(keys, "spray:a:"+c.Addr)
+	}
+	return keys
+}
+
+func (l *Logins) spray(ctx context.Context, c Client, op opgate.OperatorID, now time.Time, p policy.Lockout) {
+	member := string(op)
+	if member == "" {
+		member = "?"
+	}
+	for _, k := range sprayKeys(c) {
+		n, err := l.cfg.Challenges.AddDistinct(ctx, k, member, now, p.SprayWindow)
+		if err == nil && n >= p.SprayDistinctOperators {
+			until := now.Add(p.SprayWindow)
+			_ = l.cfg.Challenges.Put(ctx, "block:"+k, []byte(fmt.Sprint(until.UnixMicro())), p.SprayWindow+time.Minute)
+		}
+	}
+}
+
+func (l *Logins) sprayCheck(ctx context.Context, c Client) error {
+	now := l.clk.Now()
+	for _, k := range sprayKeys(c) {
+		b, err := l.cfg.Challenges.Get(ctx, "block:"+k)
+		if err != nil {
+			if l.cfg.IsNotFound(err) {
+				continue
+			}
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		var us int64
+		if _, err := fmt.Sscan(string(b), &us); err == nil {
+			if until := time.UnixMicro(us); now.Before(until) {
+				return &RateLimitedError{RetryAfter: until.Sub(now)}
+			}
+		}
+	}
+	return nil
+}
