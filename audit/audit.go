@@ -56,6 +56,7 @@ const (
 	RoleChanged           Type = "role.changed"
 	SystemBootstrapped    Type = "system.bootstrapped"
 	SigningKeyAdded       Type = "signing_key.added"
+	ServiceKeyAdded       Type = "service_key.added"
 )
 
 // Event is one entry of the history. Seq, PrevHash and Hash are assigned by

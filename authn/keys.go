@@ -151,3 +151,12 @@ func RotateSigningKeys(ctx context.Context, db KeyDB, now time.Time, retireAfter
 	})
 	return k, err
 }
+
+// ReloadSigningKeys gives tokens the keys the store holds now.
+func ReloadSigningKeys(ctx context.Context, db KeyDB, tokens *Tokens, now time.Time) error {
+	var keys []SigningKey
+	if err := db.InTx(ctx, func(tx KeyTx) (err error) { keys, _, err = storedKeys(ctx, tx, now); return }); err != nil {
+		return err
+	}
+	return tokens.SetKeys(keys)
+}

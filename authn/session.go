@@ -312,16 +312,9 @@ func (s *Sessions) entry(ctx context.Context, id opgate.SessionID) (cached, erro
 // survives losing the cache) at most every idle/4, so that a busy session
 // costs a cache read per request, not a write.
 func (s *Sessions) touch(ctx context.Context, id opgate.SessionID, e cached, now time.Time, idle time.Duration) error {
-	last := time.UnixMicro(e.Created).UTC()
-	b, err := s.cache.Get(ctx, seenKey(id))
-	switch {
-	case err == nil:
-		var us int64
-		if _, perr := fmt.Sscan(string(b), &us); perr == nil {
-			last = time.UnixMicro(us).UTC()
-		}
-	case !s.notFound(err):
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	last, err := s.lastSeen(ctx, id, e)
+	if err != nil {
+		return err
 	}
 	if idle > 0 && !now.Before(last.Add(idle)) {
 		_ = s.End(ctx, id, "idle_timeout")
@@ -345,6 +338,22 @@ func (s *Sessions) touch(ctx context.Context, id opgate.SessionID, e cached, now
 		})
 	}
 	return nil
+}
+
+// lastSeen is the session's last recorded activity.
+func (s *Sessions) lastSeen(ctx context.Context, id opgate.SessionID, e cached) (time.Time, error) {
+	last := time.UnixMicro(e.Created).UTC()
+	b, err := s.cache.Get(ctx, seenKey(id))
+	switch {
+	case err == nil:
+		var us int64
+		if _, perr := fmt.Sscan(string(b), &us); perr == nil {
+			last = time.UnixMicro(us).UTC()
+		}
+	case !s.notFound(err):
+		return last, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return last, nil
 }
 
 // End ends one session (logout, idle timeout), audited, and refuses its

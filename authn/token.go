@@ -383,6 +383,26 @@ func (t *Tokens) AddKey(k SigningKey) error {
 	return nil
 }
 
+// SetKeys replaces the whole key set with keys as the store now holds them,
+// so that a rotation made on another instance (or by `opgate keys rotate`)
+// reaches every running replica. At least one key must be current.
+func (t *Tokens) SetKeys(keys []SigningKey) error {
+	current := false
+	for _, k := range keys {
+		if err := k.validate(); err != nil {
+			return fmt.Errorf("authn: set keys: %w", err)
+		}
+		current = current || k.current()
+	}
+	if !current {
+		return errors.New("authn: set keys: no current key")
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.keys.Store(newKeySet(slices.Clone(keys), t.clock.Now()))
+	return nil
+}
+
 // Rotate makes newKey the signer from now on. Every key that was current
 // is retired with NotAfter = oldNotAfter: pass the expiry of the last token
 // they may have signed (now plus the access-token lifetime), and they keep

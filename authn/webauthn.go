@@ -4,7 +4,10 @@ package authn
 // (DESIGN.md rule 14). The ceremony options that make a card acceptable are
 // pinned here and nowhere else: user verification required (the card's PIN
 // or fingerprint is what makes it the operator's), direct attestation,
-// resident key preferred, ES256/EdDSA/RS256 only, no cross-origin use, the
+// resident key preferred, a roaming authenticator asked for (the
+// "security-key" hint, which also sets authenticatorAttachment
+// "cross-platform": an IC card, not the terminal's own platform
+// authenticator), ES256/EdDSA/RS256 only, no cross-origin use, the
 // challenge's expiry checked with the injected clock (go-webauthn would use
 // time.Now), and a counter that did not increase refused (go-webauthn only
 // raises CloneWarning).
@@ -314,6 +317,11 @@ func checkOrigin(origin, rpID string) error {
 		return errors.New("must be scheme://host[:port] only")
 	}
 	host := strings.ToLower(u.Hostname())
+	// Browsers offer WebAuthn only in a secure context: https, or http on
+	// localhost (W3C Secure Contexts §3.1).
+	if u.Scheme == "http" && host != "localhost" && !strings.HasSuffix(host, ".localhost") {
+		return errors.New("http is for localhost only; browsers refuse WebAuthn elsewhere without TLS")
+	}
 	rp := strings.ToLower(rpID)
 	if rpID != "" && host != rp && !strings.HasSuffix(host, "."+rp) {
 		return fmt.Errorf("host is not %q or a subdomain of it", rpID)
@@ -519,14 +527,18 @@ type NewCredential struct {
 
 // FinishEnrollment checks the card's answer to BeginEnrollment's options
 // for u (the same operator) under pol, and returns the credential to store.
-// Every refusal is a *CeremonyError.
+// Every refusal of the card is a *CeremonyError; a u that BeginEnrollment
+// would not take is the caller's mistake and gets a plain error.
 func (c *Ceremonies) FinishEnrollment(state, credentialJSON []byte, u EnrollUser, pol CardPolicy) (NewCredential, error) {
 	session, err := c.openState(state, ceremonyEnroll)
 	if err != nil {
 		return NewCredential{}, err
 	}
 	user, err := u.webauthn()
-	if err != nil || !bytes.Equal(user.id, session.UserID) {
+	if err != nil {
+		return NewCredential{}, err
+	}
+	if !bytes.Equal(user.id, session.UserID) {
 		return NewCredential{}, refuse(CeremonyUserMismatch)
 	}
 	if len(credentialJSON) > ceremonyMaxInput {

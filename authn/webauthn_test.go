@@ -134,6 +134,8 @@ func TestCeremoniesConfig(t *testing.T) {
 			[]string{"scheme://host[:port] only"}},
 		{"origin without scheme", func(c *CeremonyConfig) { c.Origins = []string{"opgate.test"} },
 			[]string{"scheme must be https"}},
+		{"http off localhost", func(c *CeremonyConfig) { c.Origins = []string{"http://opgate.test"} },
+			[]string{"localhost only"}},
 		{"RP ID with a scheme", func(c *CeremonyConfig) { c.RPID = "https://opgate.test" },
 			[]string{"RPID", "not a domain"}},
 		{"negative timeout", func(c *CeremonyConfig) { c.Timeout = -time.Second }, []string{"Timeout"}},
@@ -187,11 +189,13 @@ type creationOptions struct {
 			ID   string `json:"id"`
 		} `json:"excludeCredentials"`
 		Selection struct {
+			Attachment         string `json:"authenticatorAttachment"`
 			ResidentKey        string `json:"residentKey"`
 			RequireResidentKey bool   `json:"requireResidentKey"`
 			UserVerification   string `json:"userVerification"`
 		} `json:"authenticatorSelection"`
-		Attestation string `json:"attestation"`
+		Hints       []string `json:"hints"`
+		Attestation string   `json:"attestation"`
 	} `json:"publicKey"`
 }
 
@@ -236,7 +240,8 @@ func TestEnrollmentOptions(t *testing.T) {
 					ID   string `json:"id"`
 				}{"public-key", b64url(id)})
 			}
-			p.Selection.ResidentKey, p.Selection.UserVerification = "preferred", "required"
+			p.Selection.Attachment, p.Selection.ResidentKey, p.Selection.UserVerification = "cross-platform", "preferred", "required"
+			p.Hints = []string{"security-key"}
 			p.Attestation = "direct"
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("creation options (-want +got):\n%s", diff)
@@ -533,7 +538,8 @@ type requestOptions struct {
 			Type string `json:"type"`
 			ID   string `json:"id"`
 		} `json:"allowCredentials"`
-		UserVerification string `json:"userVerification"`
+		UserVerification string   `json:"userVerification"`
+		Hints            []string `json:"hints"`
 	} `json:"publicKey"`
 }
 
@@ -563,6 +569,7 @@ func TestLoginOptions(t *testing.T) {
 			want.PublicKey.Timeout = 30000
 			want.PublicKey.RPID = testRPID
 			want.PublicKey.UserVerification = "required"
+			want.PublicKey.Hints = []string{"security-key"}
 			for _, id := range tc.allow {
 				want.PublicKey.Allow = append(want.PublicKey.Allow, struct {
 					Type string `json:"type"`

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/opgate/opgate"
@@ -27,6 +28,7 @@ func (s *Server) registerAuth() {
 	s.handle("POST", "/v1/operators/{id}/cards/{card_id}/report-lost", bearer, roles.OperatorManage, s.reportLost)
 	s.handle("POST", "/v1/operators/{id}/cards/{card_id}/return", bearer, roles.OperatorManage, s.returnCard)
 
+	s.handle("POST", "/v1/introspect", public, "", s.introspect)
 	s.handle("POST", "/v1/emergency/stop", bearer, roles.EmergencyStop, s.emergencyStop)
 	s.handle("POST", "/v1/emergency/resume", bearer, roles.EmergencyStop, s.emergencyResume)
 }
@@ -366,6 +368,51 @@ func (s *Server) emergencyResume(w http.ResponseWriter, r *http.Request, p authn
 		return err
 	}
 	return writeJSON(w, 200, map[string]any{"scope": in.Scope, "site_id": optional(string(in.SiteID)), "stopped": false})
+}
+
+// introspect answers RFC 7662 for a holder of audit.read or a service key.
+func (s *Server) introspect(w http.ResponseWriter, r *http.Request, _ authn.Principal) error {
+	h := r.Header.Get("Authorization")
+	scheme, key, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return errUnauthenticated
+	}
+	key = strings.TrimSpace(key)
+	if authn.IsServiceKey(key) {
+		name, err := authn.CheckServiceKey(r.Context(), s.cfg.Services, key)
+		if err != nil {
+			return err
+		}
+		setActor(r.Context(), opgate.OperatorID("service:"+name))
+	} else {
+		p, err := s.authenticate(r)
+		if err != nil {
+			return err
+		}
+		setActor(r.Context(), p.OperatorID)
+		if p.PasswordChangeRequired {
+			return errPasswordChange
+		}
+		if err := s.anyOf(r.Context(), p, roles.AuditRead); err != nil {
+			return err
+		}
+	}
+	var in struct {
+		Token         string `json:"token"`
+		TokenTypeHint string `json:"token_type_hint"`
+	}
+	if err := decode(r, &in, false); err != nil {
+		return err
+	}
+	p, live, err := s.cfg.Sessions.Inspect(r.Context(), in.Token)
+	if err != nil {
+		return err
+	}
+	if !live {
+		return writeJSON(w, 200, map[string]any{"active": false})
+	}
+	return writeJSON(w, 200, map[string]any{"active": true, "sub": p.OperatorID, "sid": p.SessionID, "exp": p.TokenExpiresAt.Unix(),
+		"site_id": p.SiteID, "terminal_id": p.TerminalID, "amr": nonNil(p.AMR), "token_type": "Bearer"})
 }
 
 // authz403 is a refusal the HTTP layer decides itself.

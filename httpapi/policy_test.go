@@ -54,7 +54,12 @@ func edit(t testing.TB, section string, fields map[string]any) map[string]any {
 	for k, v := range fields {
 		sec[k] = v
 	}
-	return doc
+	// As it will come back: JSON numbers.
+	b, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return decodeDoc(t, b)
 }
 
 func TestPolicy(t *testing.T) {
@@ -69,7 +74,7 @@ func TestPolicy(t *testing.T) {
 		}
 
 		changed := edit(t, "lockout", map[string]any{"threshold": 3})
-		changed["login_methods"] = []any{"card", "card+password"}
+		changed["login_methods"] = []any{"card", "card+password"} // as JSON decodes it
 		put, v1 := withoutVersion(decodeDoc(t, r.must(t, 200, "PUT", "/v1/policy", r.admin(t), changed).Body))
 		if v1 != v0+1 {
 			t.Errorf("version %v after %v", v1, v0)

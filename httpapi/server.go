@@ -52,6 +52,7 @@ type Config struct {
 	Views       Views
 	Logins      *authn.Logins
 	Emergencies *authn.Emergencies
+	Services    authn.ServiceDB
 	// Ready reports whether the store and the ephemeral state answer.
 	Ready func(ctx context.Context) error
 	// Logger receives JSON logs. If nil, slog.Default() is used.
@@ -81,7 +82,7 @@ func New(cfg Config) (*Server, error) {
 	var errs []error
 	for name, v := range map[string]any{"Lifecycle": cfg.Lifecycle, "Authz": cfg.Authz, "Sessions": cfg.Sessions,
 		"Policy": cfg.Policy, "Policies": cfg.Policies, "Chain": cfg.Chain, "Views": cfg.Views, "Ready": cfg.Ready,
-		"Logins": cfg.Logins, "Emergencies": cfg.Emergencies} {
+		"Logins": cfg.Logins, "Emergencies": cfg.Emergencies, "Services": cfg.Services} {
 		if isNil(v) {
 			errs = append(errs, fmt.Errorf("%s is required", name))
 		}

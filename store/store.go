@@ -149,6 +149,10 @@ type Tx interface {
 	PutStop(ctx context.Context, s authn.Stop) error // ErrConflict if one is in force for the scope
 	DeleteStop(ctx context.Context, scope opgate.SiteID) error
 
+	// Service keys for introspection.
+	PutServiceKey(ctx context.Context, k authn.ServiceKey) error
+	GetServiceKeyByHash(ctx context.Context, hash []byte) (authn.ServiceKey, error)
+
 	// Meta holds one-off markers such as the bootstrap.
 	PutMeta(ctx context.Context, key, value string) error // ErrConflict if present
 	GetMeta(ctx context.Context, key string) (string, error)
@@ -195,6 +199,7 @@ var (
 	_ authn.KeyTx       = Tx(nil)
 	_ authn.LoginTx     = Tx(nil)
 	_ authn.EmergencyTx = Tx(nil)
+	_ authn.ServiceTx   = Tx(nil)
 )
 
 var _ policy.Tx = Tx(nil)

@@ -22,6 +22,7 @@ import (
 	"github.com/opgate/opgate/internal/bootstrap"
 	"github.com/opgate/opgate/internal/clock"
 	"github.com/opgate/opgate/internal/server"
+	"github.com/opgate/opgate/lifecycle"
 	"github.com/opgate/opgate/store"
 )
 
@@ -230,6 +231,49 @@ func cmdKeysRotate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "new signing key %s; running servers pick it up at restart\n", k.ID)
+	fmt.Fprintf(stdout, "new signing key %s; running servers pick it up within one sweep interval\n", k.ID)
+	return nil
+}
+
+func cmdServiceAdd(ctx context.Context, name string, stdout io.Writer) error {
+	st, err := server.OpenStore(ctx, server.LoadConfig().DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	key, err := authn.AddServiceKey(ctx, store.Runner[authn.ServiceTx]{S: st}, name, clock.Real{}.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "service key for %s (shown once; keep it secret):\n%s\n", name, key)
+	return nil
+}
+
+// cmdEmergencyResume lifts a stop without an API session: when everyone
+// who could resume is locked out, the server's host is the last resort.
+func cmdEmergencyResume(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("emergency resume", stderr)
+	site := fs.String("site-id", "", "the site whose stop to lift (default: the stop of every site)")
+	reason := fs.String("reason", "", "why (required; recorded in the history)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *reason == "" {
+		return errors.New("--reason is required")
+	}
+	scope := opgate.AllSites
+	if *site != "" {
+		scope = opgate.SiteID(*site)
+	}
+	st, err := server.OpenStore(ctx, server.LoadConfig().DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	e := authn.NewEmergencies(store.Runner[authn.EmergencyTx]{S: st}, nil, clock.Real{})
+	if err := e.Resume(ctx, lifecycle.Actor{TerminalID: "host"}, scope, *reason); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "emergency stop for %s lifted\n", scope)
 	return nil
 }

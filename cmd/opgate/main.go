@@ -29,6 +29,8 @@ commands:
   migrate               apply database migrations and exit
   audit verify          check the whole history's hash chain
   keys rotate           add a new token signing key; old keys verify until their tokens expire
+  service add NAME      create a service key for token introspection (printed once)
+  emergency resume      lift an emergency stop from the server's host (last resort)
 
 configuration comes from the environment (OPGATE_ADDR, OPGATE_DATABASE_URL,
 OPGATE_REDIS_URL, OPGATE_RP_ID, OPGATE_RP_ORIGINS, OPGATE_SIGNING_KEY_FILE,
@@ -61,6 +63,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		err = cmdKeysRotate(ctx, args[2:], stdout, stderr)
+	case "service":
+		if len(args) < 3 || args[1] != "add" {
+			fmt.Fprint(stderr, "usage: opgate service add NAME\n")
+			return 2
+		}
+		err = cmdServiceAdd(ctx, args[2], stdout)
+	case "emergency":
+		if len(args) < 2 || args[1] != "resume" {
+			fmt.Fprint(stderr, "usage: opgate emergency resume [--site-id ID] --reason TEXT\n")
+			return 2
+		}
+		err = cmdEmergencyResume(ctx, args[2:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

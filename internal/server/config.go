@@ -67,6 +67,22 @@ func LoadConfig() Config {
 	return c
 }
 
+// withDefaults fills what the environment left empty with the documented
+// defaults, so that a Config built in code behaves like one read from an
+// empty environment.
+func (c Config) withDefaults() Config {
+	if c.RPID == "" {
+		c.RPID = "localhost"
+	}
+	if len(c.RPOrigins) == 0 {
+		c.RPOrigins = []string{"http://localhost:8080"}
+	}
+	if c.Issuer == "" {
+		c.Issuer = "opgate"
+	}
+	return c
+}
+
 // Validate reports every inconsistency at once.
 func (c Config) Validate() error {
 	var errs []error

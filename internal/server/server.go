@@ -38,12 +38,15 @@ type App struct {
 	Emergency *authn.Emergencies
 	API       *httpapi.Server
 	clk       clock.Clock
-	log       *slog.Logger
+	// keysFromStore is false when a key file pins the signing key.
+	keysFromStore bool
+	log           *slog.Logger
 }
 
 // wire builds every service on an open store and ephemeral state.
 func Wire(ctx context.Context, cfg Config, st store.Store, eph ephemeral.Store, clk clock.Clock, log *slog.Logger) (*App, error) {
-	a := &App{Store: st, Eph: eph, clk: clk, log: log}
+	cfg = cfg.withDefaults()
+	a := &App{Store: st, Eph: eph, clk: clk, log: log, keysFromStore: cfg.SigningKeyFile == ""}
 	keys, err := authn.LoadSigningKeys(ctx, store.Runner[authn.KeyTx]{S: st}, cfg.SigningKeyFile, clk.Now())
 	if err != nil {
 		return nil, err
@@ -81,7 +84,7 @@ func Wire(ctx context.Context, cfg Config, st store.Store, eph ephemeral.Store, 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.API, err = httpapi.New(httpapi.Config{
 		Lifecycle: a.Lifecycle, Authz: a.Authz, Sessions: a.Sessions, Policy: polDB, Policies: a.Policies, Chain: st,
-		Views: views{st}, Ready: a.ready, Logins: a.Logins, Emergencies: a.Emergency, Logger: log, Registry: reg, Clock: clk,
+		Views: views{st}, Ready: a.ready, Logins: a.Logins, Emergencies: a.Emergency, Services: store.Runner[authn.ServiceTx]{S: st}, Logger: log, Registry: reg, Clock: clk,
 	})
 	if err != nil {
 		return nil, err
@@ -110,6 +113,13 @@ func (a *App) Sweep(ctx context.Context, since time.Time) {
 	}
 	if err := a.Sessions.Reconcile(ctx, since); err != nil {
 		a.log.WarnContext(ctx, "session reconcile", "error", err.Error())
+	}
+	// Keys rotated elsewhere (another replica, `opgate keys rotate`) are
+	// picked up here, so that JWKS and verification follow the store.
+	if a.keysFromStore {
+		if err := authn.ReloadSigningKeys(ctx, store.Runner[authn.KeyTx]{S: a.Store}, a.Sessions.Tokens(), a.clk.Now()); err != nil {
+			a.log.WarnContext(ctx, "signing key reload", "error", err.Error())
+		}
 	}
 }
 

@@ -889,3 +889,19 @@ func (t *tx) PutStop(ctx context.Context, st authn.Stop) error {
 func (t *tx) DeleteStop(ctx context.Context, scope opgate.SiteID) error {
 	return t.execOne(ctx, `DELETE FROM emergency_stops WHERE scope = ?`, scope)
 }
+
+// ---- service keys
+
+func (t *tx) PutServiceKey(ctx context.Context, k authn.ServiceKey) error {
+	_, err := t.exec(ctx, `INSERT INTO service_keys (name, key_hash, created_at, revoked_at) VALUES (?, ?, ?, ?)`, k.Name, k.Hash, must(k.CreatedAt), micros(k.RevokedAt))
+	return err
+}
+
+func (t *tx) GetServiceKeyByHash(ctx context.Context, hash []byte) (authn.ServiceKey, error) {
+	k := authn.ServiceKey{Hash: hash}
+	var created int64
+	var revoked sql.NullInt64
+	err := t.row(ctx, `SELECT name, created_at, revoked_at FROM service_keys WHERE key_hash = ?`, hash).Scan(&k.Name, &created, &revoked)
+	k.CreatedAt, k.RevokedAt = at(created), fromMicros(revoked)
+	return k, t.db.translate(err)
+}
