@@ -274,19 +274,20 @@ func TestEnrollmentBeginRefusesBadInput(t *testing.T) {
 
 func TestEnrollmentRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		card   func(*authntest.Card)
-		pol    CardPolicy
-		format string
-		flags  uint8
+		name    string
+		card    func(*authntest.Card)
+		pol     CardPolicy
+		format  string
+		flags   uint8
+		counter uint32
 	}{
-		{"none attestation", func(*authntest.Card) {}, CardPolicy{}, "none", FlagUserVerified},
-		{"packed self attestation", func(k *authntest.Card) { k.SetAttestation(authntest.AttestationPacked) }, CardPolicy{}, "packed", FlagUserVerified},
+		{"none attestation", func(*authntest.Card) {}, CardPolicy{}, "none", FlagUserVerified, 1},
+		{"packed self attestation", func(k *authntest.Card) { k.SetAttestation(authntest.AttestationPacked) }, CardPolicy{}, "packed", FlagUserVerified, 1},
 		{"AAGUID on the allow list", func(k *authntest.Card) { k.SetAAGUID(aaguidGood) },
-			CardPolicy{AllowedAAGUIDs: []string{aaguidOther, strings.ToUpper(aaguidGood)}}, "none", FlagUserVerified},
+			CardPolicy{AllowedAAGUIDs: []string{aaguidOther, strings.ToUpper(aaguidGood)}}, "none", FlagUserVerified, 1},
 		{"backup eligible where policy allows", func(k *authntest.Card) { k.SetBackup(true, true) },
-			CardPolicy{AllowBackupEligible: true}, "none", FlagUserVerified | FlagBackupEligible | FlagBackupState},
-		{"counter starting at zero", func(k *authntest.Card) { k.SetCounter(0) }, CardPolicy{}, "none", FlagUserVerified},
+			CardPolicy{AllowBackupEligible: true}, "none", FlagUserVerified | FlagBackupEligible | FlagBackupState, 1},
+		{"counter starting at zero", func(k *authntest.Card) { k.SetCounter(0) }, CardPolicy{}, "none", FlagUserVerified, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, _ := newTestCeremonies(t)
@@ -298,10 +299,6 @@ func TestEnrollmentRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var counter uint32 = 1
-			if tc.name == "counter starting at zero" {
-				counter = 0
-			}
 			got, err := c.FinishEnrollment(state, card.Create(opts, testOrigin), u, tc.pol)
 			if err != nil {
 				t.Fatalf("FinishEnrollment: %v", err)
@@ -310,7 +307,7 @@ func TestEnrollmentRoundTrip(t *testing.T) {
 				CredentialID: card.CredentialID(),
 				PublicKey:    card.COSEPublicKey(),
 				AAGUID:       mustAAGUID(t, card.AAGUID()),
-				SignCount:    counter,
+				SignCount:    tc.counter,
 				Flags:        tc.flags,
 				Attestation:  tc.format,
 			}
@@ -956,7 +953,7 @@ func TestCeremonyErrorsLeakNoInput(t *testing.T) {
 			return err
 		}},
 		{"enrollment: origin", func() error {
-			_, err := c.FinishEnrollment(estate, card2(t).Create(eopts, "https://"+strings.ToLower(marker)+".example"), EnrollUser{OperatorID: testOperator}, CardPolicy{})
+			_, err := c.FinishEnrollment(estate, authntest.NewCard(t).Create(eopts, "https://"+strings.ToLower(marker)+".example"), EnrollUser{OperatorID: testOperator}, CardPolicy{})
 			return err
 		}},
 	} {
@@ -971,8 +968,6 @@ func TestCeremonyErrorsLeakNoInput(t *testing.T) {
 		})
 	}
 }
-
-func card2(t *testing.T) *authntest.Card { return authntest.NewCard(t) }
 
 // TestCeremoniesConcurrent runs logins of several operators on one
 // Ceremonies at once, for -race.

@@ -219,7 +219,7 @@ func (s *Server) startEnrollment(w http.ResponseWriter, r *http.Request, p authn
 	if err := decode(r, &in, false); err != nil {
 		return err
 	}
-	if in.CardSerial == "" || len(in.CardSerial) > 64 {
+	if strings.TrimSpace(in.CardSerial) == "" || len(in.CardSerial) > 64 {
 		return invalid("card_serial", "required, at most 64 bytes")
 	}
 	if len(in.Label) > 200 {

@@ -332,6 +332,15 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 		{"POST", "/v1/sites", "/v1/sites", admin, map[string]any{"site_id": "kita", "name": "北支所", "municipality_code": "132152", "extra": 1}, 400},
 		{"GET", "/v1/operators?limit=0", "/v1/operators", admin, nil, 400},
 		{"GET", "/v1/operators/OP-NOSUCH00", "/v1/operators/{id}", admin, nil, 404},
+		// Login, refresh, introspection and enrollment, as far as they go
+		// without a card.
+		{"POST", "/v1/login/password", "/v1/login/password", "", map[string]any{"operator_id": string(s.Boot.OperatorID),
+			"password": "not-the-password-1", "terminal_id": "admin-console"}, 401},
+		{"POST", "/v1/session/refresh", "/v1/session/refresh", "", map[string]any{"refresh_token": "S-garbage.garbage"}, 401},
+		{"POST", "/v1/introspect", "/v1/introspect", admin, map[string]any{"token": "garbage"}, 200},
+		{"POST", "/v1/introspect", "/v1/introspect", admin, map[string]any{"token": admin}, 200},
+		{"POST", "/v1/enroll/begin", "/v1/enroll/begin", "", map[string]any{"enrollment_code": "0000-0000-0000"}, 401},
+		{"POST", "/v1/enroll/begin", "/v1/enroll/begin", "", map[string]any{"enrollment_code": s.Boot.EnrollmentCode}, 200},
 	}
 	ops := doc.operations()
 	for _, c := range cases {
@@ -373,6 +382,10 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 			}
 			for _, e := range conform(doc, "$", body, schema, 4) {
 				t.Error(e)
+			}
+			// RFC 7662: an inactive token is told nothing more about.
+			if m, _ := body.(map[string]any); c.route == "/v1/introspect" && m["active"] == false && len(m) != 1 {
+				t.Errorf("an inactive token's introspection says more than active: %s", r.Body)
 			}
 		})
 	}

@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/opgate/opgate"
 	"github.com/opgate/opgate/authn"
 	"github.com/opgate/opgate/ephemeral"
@@ -49,6 +51,32 @@ type Server struct {
 	Boot  bootstrap.Result
 	// Admin is a token of the bootstrap security administrator.
 	Admin string
+	// Redis and RedisPrefix are the client and key prefix of the
+	// ephemeral state on the Redis backend (nil and empty otherwise), for
+	// tests that lose that state on purpose (testenv.DeletePrefix).
+	Redis       *goredis.Client
+	RedisPrefix string
+}
+
+// Option changes how Start and Join build a server.
+type Option func(*options)
+
+type options struct {
+	params authn.PasswordParams
+	log    io.Writer
+}
+
+// WithPasswordParams sets the argon2id parameters of the server's new
+// hashes and of its decoy work for unknown operators. Without it servers
+// use small, fast ones.
+func WithPasswordParams(p authn.PasswordParams) Option {
+	return func(o *options) { o.params = p }
+}
+
+// WithLog sends the server's JSON log to w, which must be safe for
+// concurrent writes. Without it the log is discarded.
+func WithLog(w io.Writer) Option {
+	return func(o *options) { o.log = w }
 }
 
 // Origin is the WebAuthn origin test servers accept.
@@ -61,12 +89,13 @@ type Shared struct {
 }
 
 // Start opens the backend, bootstraps it and serves it.
-func Start(t testing.TB, b Backend) *Server {
+func Start(t testing.TB, b Backend, opts ...Option) *Server {
 	t.Helper()
 	clk := clocktest.New()
 	st := OpenStore(t, b)
-	eph := OpenEphemeral(t, b, clk)
-	s := Join(t, Shared{st, eph}, clk)
+	eph, rc, prefix := openEphemeral(t, b, clk)
+	s := Join(t, Shared{st, eph}, clk, opts...)
+	s.Redis, s.RedisPrefix = rc, prefix
 	res, err := bootstrap.Run(context.Background(), st, clk, bootstrap.Params{SiteID: "honcho", SiteName: "本町市民課", MunicipalityCode: "132152",
 		StaffNumber: "0001", Name: "管理 花子"})
 	if err != nil {
@@ -78,11 +107,15 @@ func Start(t testing.TB, b Backend) *Server {
 }
 
 // Join starts another replica on the same store and ephemeral state.
-func Join(t testing.TB, sh Shared, clk *clocktest.Clock) *Server {
+func Join(t testing.TB, sh Shared, clk *clocktest.Clock, opts ...Option) *Server {
 	t.Helper()
-	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	o := options{params: authn.PasswordParams{Memory: 64, Time: 1, Threads: 1}, log: io.Discard}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	log := slog.New(slog.NewJSONHandler(o.log, nil))
 	a, err := server.Wire(context.Background(), server.Config{Issuer: "opgate-test", RPID: "localhost", RPOrigins: []string{Origin},
-		PasswordParams: authn.PasswordParams{Memory: 64, Time: 1, Threads: 1}}, sh.Store, sh.Eph, clk, log)
+		PasswordParams: o.params}, sh.Store, sh.Eph, clk, log)
 	if err != nil {
 		t.Fatalf("wire: %v", err)
 	}
@@ -115,15 +148,23 @@ func OpenStore(t testing.TB, b Backend) store.Store {
 // OpenEphemeral opens fresh ephemeral state of the backend's kind.
 func OpenEphemeral(t testing.TB, b Backend, clk *clocktest.Clock) ephemeral.Store {
 	t.Helper()
+	e, _, _ := openEphemeral(t, b, clk)
+	return e
+}
+
+// openEphemeral is OpenEphemeral, also returning the Redis client and key
+// prefix on the Redis backend.
+func openEphemeral(t testing.TB, b Backend, clk *clocktest.Clock) (ephemeral.Store, *goredis.Client, string) {
+	t.Helper()
 	if !b.Redis {
-		return memory.New(memory.Config{Clock: clk})
+		return memory.New(memory.Config{Clock: clk}), nil, ""
 	}
 	c, prefix := testenv.Redis(t)
 	e, err := eredis.New(eredis.Config{Client: c, Prefix: prefix})
 	if err != nil {
 		t.Fatalf("redis: %v", err)
 	}
-	return e
+	return e, c, prefix
 }
 
 // Token starts a session for op at a terminal, as a login would, and

@@ -93,7 +93,9 @@ func Open(ctx context.Context, url string, o Options) (*sqlstore.DB, error) {
 		db.Close()
 		return nil, err
 	}
-	return sqlstore.New(db, db, dialect), nil
+	s := sqlstore.New(db, db, dialect)
+	s.EnableGroupCommit()
+	return s, nil
 }
 
 // Migrate applies every pending migration. A session lock lets several

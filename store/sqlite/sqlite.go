@@ -99,7 +99,9 @@ func Open(ctx context.Context, path string) (*sqlstore.DB, error) {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
 	r.SetMaxOpenConns(4)
-	return sqlstore.New(w, r, dialect), nil
+	s := sqlstore.New(w, r, dialect)
+	s.EnableGroupCommit()
+	return s, nil
 }
 
 // Migrate applies every pending migration.

@@ -46,6 +46,8 @@ type DB struct {
 
 	mu    sync.Mutex
 	stmts map[string]string // rebound queries, by source text
+
+	group *grouper // nil: every InTx is a transaction of its own
 }
 
 // New wraps the pools.
@@ -103,7 +105,11 @@ const maxAttempts = 8
 func (db *DB) InTx(ctx context.Context, fn func(store.Tx) error) error {
 	var err error
 	for attempt := 0; attempt < maxAttempts; attempt++ {
-		err = db.run(ctx, db.W, false, fn)
+		if db.group != nil {
+			err = db.group.submit(ctx, fn)
+		} else {
+			err = db.run(ctx, db.W, false, fn)
+		}
 		if err == nil || !db.D.Retryable(err) {
 			return db.translate(err)
 		}
@@ -162,8 +168,11 @@ func (db *DB) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes both pools.
+// Close stops the committer and closes both pools.
 func (db *DB) Close() error {
+	if db.group != nil {
+		db.group.close()
+	}
 	err := db.W.Close()
 	if db.R != db.W {
 		err = errors.Join(err, db.R.Close())

@@ -32,6 +32,12 @@ type tx struct {
 	headSeq    int64
 	headHash   []byte
 	pending    []audit.Event // appended, sealed at commit
+
+	// Group commit: the savepoint of the function running now, whether it
+	// was taken, and its name.
+	savepoint string
+	spTaken   bool
+	lastSP    string
 }
 
 var _ store.Tx = (*tx)(nil)
@@ -55,6 +61,9 @@ func (t *tx) skipLocked() string {
 }
 
 func (t *tx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if err := t.beforeStatement(); err != nil {
+		return nil, t.db.translate(err)
+	}
 	r, err := t.tx.ExecContext(ctx, t.db.q(query), args...)
 	return r, t.db.translate(err)
 }
@@ -76,10 +85,18 @@ func (t *tx) execOne(ctx context.Context, query string, args ...any) error {
 }
 
 func (t *tx) row(ctx context.Context, query string, args ...any) *sql.Row {
+	if err := t.beforeStatement(); err != nil {
+		// The savepoint failed: so will the query, on the aborted
+		// transaction, and the error reaches the caller through Scan.
+		_ = err
+	}
 	return t.tx.QueryRowContext(ctx, t.db.q(query), args...)
 }
 
 func (t *tx) rows(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if err := t.beforeStatement(); err != nil {
+		return nil, t.db.translate(err)
+	}
 	r, err := t.tx.QueryContext(ctx, t.db.q(query), args...)
 	return r, t.db.translate(err)
 }
