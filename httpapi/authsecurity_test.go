@@ -191,7 +191,7 @@ func newClerk(g gate, site, staff, role, terminal string) (string, string) {
 	if l.Status != 200 {
 		g.t.Fatalf("login with the temporary password: %d %s", l.Status, l.Body)
 	}
-	pw := "Sakura-" + staff + "-tsuki9"
+	pw := "Hoshi-7729-nagare" // nothing of the name "窓口 <staff>"
 	g.must(204, "POST", "/v1/me/password", token(g.t, l), map[string]any{"current_password": temp, "new_password": pw})
 	return id, pw
 }
@@ -995,6 +995,9 @@ func TestNoSecretLeaks(t *testing.T) {
 			adminPW := "Honcho-2027-kanri"
 			secret("admin's new password", adminPW, -1)
 			g.must(204, "POST", "/v1/me/password", token(t, first), map[string]any{"current_password": s.Boot.TemporaryPassword, "new_password": adminPW})
+			// The change ended the admin's other sessions, s.Admin's too.
+			g.must(401, "GET", "/v1/me", s.Admin, nil)
+			s.Admin = token(t, first)
 			issued(g.must(200, "POST", "/v1/login/password", "", map[string]any{"operator_id": admin, "password": adminPW, "terminal_id": "admin-console"}))
 			for i := range 3 {
 				wrong := fmt.Sprintf("Wrong-guess-%d-2027", i)

@@ -108,6 +108,7 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"AuditTamper", testAuditTamper},
 		{"ClaimConcurrent", testClaimConcurrent},
 		{"ForUpdateLosesNoUpdate", testForUpdateLosesNoUpdate},
+		{"MixedOutcomes", testMixedOutcomes},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
