@@ -218,7 +218,7 @@ func (l *Logins) BeginCard(ctx context.Context, c Client, operator string) (logi
 		var cards []Card
 		err := l.cfg.DB.View(ctx, func(tx LoginTx) (err error) { cards, err = tx.ListCards(ctx, op); return })
 		if err != nil {
-			return "", nil, err
+			return "", nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 		for _, cd := range cards {
 			if cd.Status == CardActive {
@@ -280,7 +280,7 @@ func (l *Logins) FinishCard(ctx context.Context, c Client, loginID string, crede
 		l.failUnknown(ctx, c, st.Operator, ReasonChallengeExpired)
 		return Login{}, ErrInvalidCredentials
 	}
-	p, err := l.cfg.Policy.Policy(ctx)
+	p, err := l.policy(ctx)
 	if err != nil {
 		return Login{}, err
 	}
@@ -356,7 +356,7 @@ func (l *Logins) Password(ctx context.Context, c Client, operator, password stri
 	if err := l.sprayCheck(ctx, c); err != nil {
 		return Login{}, err
 	}
-	p, err := l.cfg.Policy.Policy(ctx)
+	p, err := l.policy(ctx)
 	if err != nil {
 		return Login{}, err
 	}
@@ -474,7 +474,7 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 	if ok, err := l.cfg.Access.HasGrantAt(ctx, op, t.SiteID); err != nil || !ok {
 		l.abandon(ctx, op, slot)
 		if err != nil {
-			return Login{}, err
+			return Login{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 		l.auditRefusal(ctx, op, c, ReasonTerminalOtherSite, resource)
 		return Login{}, ErrTerminalNotAllowed
@@ -483,7 +483,7 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 		stopped, err := l.cfg.Emergency.Stopped(ctx, t.SiteID)
 		if err != nil {
 			l.abandon(ctx, op, slot)
-			return Login{}, err
+			return Login{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 		// Holders of emergency.stop stay able to log in, so that someone
 		// can resume.
@@ -566,6 +566,16 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 	return out, nil
 }
 
+// policy is the policy in force. A policy that cannot be read is a store
+// that cannot be reached: the attempt is refused unjudged, as unavailable.
+func (l *Logins) policy(ctx context.Context) (policy.Policy, error) {
+	p, err := l.cfg.Policy.Policy(ctx)
+	if err != nil {
+		return p, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return p, nil
+}
+
 // reserve takes an attempt slot for op in its own short transaction.
 func (l *Logins) reserve(ctx context.Context, p policy.Lockout, op opgate.OperatorID, now time.Time) (string, error) {
 	id := randomToken(9)
@@ -612,7 +622,7 @@ func (l *Logins) abandon(ctx context.Context, op opgate.OperatorID, slot string)
 // in one transaction. It answers ErrInvalidCredentials, or the lock.
 func (l *Logins) fail(ctx context.Context, op opgate.OperatorID, slot string, c Client, reason string, card Card, clone bool) error {
 	ctx = context.WithoutCancel(ctx) // a failure is recorded even if the client went away
-	p, err := l.cfg.Policy.Policy(ctx)
+	p, err := l.policy(ctx)
 	if err != nil {
 		return err
 	}

@@ -256,7 +256,7 @@ func (s *Sessions) Authenticate(ctx context.Context, raw string) (Principal, err
 	}
 	p, err := s.pol.Policy(ctx)
 	if err != nil {
-		return Principal{}, err
+		return Principal{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	if err := s.touch(ctx, c.SessionID, e, now, p.Session.IdleTimeout); err != nil {
 		return Principal{}, err

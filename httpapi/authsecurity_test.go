@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -24,8 +25,13 @@ import (
 	"github.com/opgate/opgate/authn"
 	"github.com/opgate/opgate/authn/authntest"
 	eredis "github.com/opgate/opgate/ephemeral/redis"
+	"github.com/opgate/opgate/internal/bootstrap"
+	"github.com/opgate/opgate/internal/clock/clocktest"
 	"github.com/opgate/opgate/internal/servertest"
 	"github.com/opgate/opgate/internal/testenv"
+	"github.com/opgate/opgate/store"
+	"github.com/opgate/opgate/store/postgres"
+	"github.com/opgate/opgate/store/sqlite"
 )
 
 // The tests of this file hold the login path to API.md (Policy; Login,
@@ -608,7 +614,7 @@ func TestLoginFailsClosed(t *testing.T) {
 				}
 				// A replica whose Redis does not answer (nothing listens
 				// on port 1).
-				rc := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: time.Second})
+				rc := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialerRetries: 1, DialTimeout: time.Second})
 				t.Cleanup(func() { _ = rc.Close() })
 				eph, err := eredis.New(eredis.Config{Client: rc, Prefix: "opgate-unreachable:"})
 				if err != nil {
@@ -648,27 +654,67 @@ func TestLoginFailsClosed(t *testing.T) {
 			})
 			t.Run("store closed", func(t *testing.T) {
 				for _, stale := range []bool{false, true} {
-					s := servertest.Start(t, b)
+					s, closeStore := startClosable(t, b)
 					g := newGate(t, s)
 					setPolicy(g, allowPasswords)
 					op, pw := newClerk(g, "honcho", "3010", "counter_clerk", "admin-console")
-					if err := s.App.Store.Close(); err != nil {
-						t.Fatal(err)
-					}
+					tok := loginAs(g, op, pw, "admin-console")["access_token"].(string)
+					closeStore()
 					if stale {
 						// The cached policy is too old: it must be read
 						// from the store too.
 						s.Clock.Advance(time.Minute)
 					}
+					what := func(s string) string { return fmt.Sprintf("%s (cached policy stale: %v)", s, stale) }
 					for _, pwd := range []string{pw, "Wrong-password-1"} {
-						problemIs(t, fmt.Sprintf("password login (policy stale %v)", stale), passwordLogin(g, op, pwd, "admin-console"), 503, "unavailable")
+						problemIs(t, what("password login"), passwordLogin(g, op, pwd, "admin-console"), 503, "unavailable")
 					}
-					problemIs(t, fmt.Sprintf("unknown operator (policy stale %v)", stale), passwordLogin(g, "OP-ZZZZZZZZ", "x-123456789", "admin-console"), 503, "unavailable")
-					problemIs(t, fmt.Sprintf("card login (policy stale %v)", stale), g.do("POST", "/v1/login/card/begin", "", map[string]any{"terminal_id": "admin-console", "operator_id": op}), 503, "unavailable")
+					problemIs(t, what("unknown operator"), passwordLogin(g, "OP-ZZZZZZZZ", "x-123456789", "admin-console"), 503, "unavailable")
+					problemIs(t, what("card login"), g.do("POST", "/v1/login/card/begin", "", map[string]any{"terminal_id": "admin-console", "operator_id": op}), 503, "unavailable")
+					if stale {
+						// Authentication itself needs the policy (the idle
+						// timeout): unreadable, the request is refused as
+						// unavailable before any handler runs.
+						problemIs(t, what("a session's request"), g.do("GET", "/v1/me", tok, nil), 503, "unavailable")
+					}
 				}
 			})
 		})
 	}
+}
+
+// startClosable is servertest.Start on a store the test closes itself,
+// once, with the function returned.
+func startClosable(t *testing.T, b servertest.Backend) (*servertest.Server, func()) {
+	t.Helper()
+	ctx := context.Background()
+	var st store.Store
+	var err error
+	if b.Postgres {
+		st, err = postgres.Open(ctx, testenv.PostgresURL(t), postgres.Options{MaxConns: 10})
+	} else {
+		st, err = sqlite.Open(ctx, filepath.Join(t.TempDir(), "opgate.db"))
+	}
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	var once sync.Once
+	closeStore := func() {
+		once.Do(func() {
+			if err := st.Close(); err != nil {
+				t.Errorf("close store: %v", err)
+			}
+		})
+	}
+	t.Cleanup(closeStore)
+	clk := clocktest.New()
+	s := servertest.Join(t, servertest.Shared{Store: st, Eph: servertest.OpenEphemeral(t, b, clk)}, clk)
+	if s.Boot, err = bootstrap.Run(ctx, st, clk, bootstrap.Params{SiteID: "honcho", SiteName: "本町市民課", MunicipalityCode: "132152",
+		StaffNumber: "0001", Name: "管理 花子"}); err != nil {
+		t.Fatalf("bootstrap: %v", err)
+	}
+	s.Admin = s.Token(s.Boot.OperatorID, "honcho", "admin-console")
+	return s, closeStore
 }
 
 // ---- 7. sessions
@@ -694,6 +740,7 @@ func TestSessionTimeouts(t *testing.T) {
 				g.must(200, "GET", "/v1/me", tok, nil)
 				s.Clock.Advance(60 * time.Second)
 				problemIs(t, "after the idle timeout", g.do("GET", "/v1/me", tok, nil), 401, "unauthenticated")
+				s.Admin = s.Token(s.Boot.OperatorID, "honcho", "admin-console") // idle too by now
 				var found bool
 				for _, e := range events(g, url.Values{"operator_id": {op}, "type": {"session.ended"}}) {
 					if e["resource"] == "session:"+sid {

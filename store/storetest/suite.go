@@ -2230,7 +2230,18 @@ func Bench(b *testing.B, open func(b *testing.B) store.Store) {
 		const events = 100_000
 		s := open(b)
 		fill(b, s, events)
-		b.Run("100k-events", func(b *testing.B) { benchVerify(b, s, events) })
+		// What `opgate audit verify` runs (parts walked at once), and one
+		// sequential walk as the baseline of the same run.
+		b.Run("100k-events", func(b *testing.B) {
+			benchVerify(b, s, events, func(ctx context.Context, s store.Store) error {
+				res, err := audit.VerifyChain(ctx, s)
+				if err == nil && !res.OK {
+					err = fmt.Errorf("broken at %d: %s", res.FirstBadSeq, res.Problem)
+				}
+				return err
+			})
+		})
+		b.Run("100k-events-sequential", func(b *testing.B) { benchVerify(b, s, events, verify) })
 	})
 }
 
@@ -2286,7 +2297,7 @@ func fill(b *testing.B, s store.Store, n int) {
 	}
 }
 
-func benchVerify(b *testing.B, s store.Store, events int) {
+func benchVerify(b *testing.B, s store.Store, events int, verify func(context.Context, store.Store) error) {
 	ctx := b.Context()
 	b.ResetTimer()
 	for range b.N {
