@@ -1,0 +1,114 @@
+package authn_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/opgate/opgate"
+	"github.com/opgate/opgate/authn"
+	"github.com/opgate/opgate/ephemeral"
+	"github.com/opgate/opgate/ephemeral/memory"
+	eredis "github.com/opgate/opgate/ephemeral/redis"
+	"github.com/opgate/opgate/internal/clock/clocktest"
+	"github.com/opgate/opgate/internal/testenv"
+	"github.com/opgate/opgate/lifecycle"
+	"github.com/opgate/opgate/policy"
+	"github.com/opgate/opgate/store"
+	"github.com/opgate/opgate/store/postgres"
+	"github.com/opgate/opgate/store/sqlite"
+)
+
+// BenchmarkTokenCheck measures what every authenticated request pays: the
+// token's signature (cached once verified) and its session's liveness in
+// the state every replica shares, against a bare golang-jwt ES256 verify
+// in the same run.
+func BenchmarkTokenCheck(b *testing.B) {
+	clk := clocktest.New()
+	key, err := authn.GenerateSigningKey(clk.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("baseline-bare-golang-jwt-ES256", func(b *testing.B) {
+		raw, err := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{"sub": "OP-12345678", "sid": "S-abc", "exp": clk.Now().Add(time.Hour).Unix()}).SignedString(key.Private)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pub := &key.Private.PublicKey
+		p := jwt.NewParser(jwt.WithValidMethods([]string{"ES256"}), jwt.WithTimeFunc(clk.Now))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := p.Parse(raw, func(*jwt.Token) (any, error) { return (*ecdsa.PublicKey)(pub), nil }); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, be := range []struct {
+		name string
+		open func(b *testing.B) (store.Store, ephemeral.Store)
+	}{
+		{"sqlite+memory", func(b *testing.B) (store.Store, ephemeral.Store) {
+			st, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "opgate.db"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { st.Close() })
+			return st, memory.New(memory.Config{Clock: clk})
+		}},
+		{"postgres+redis", func(b *testing.B) (store.Store, ephemeral.Store) {
+			st, err := postgres.Open(context.Background(), testenv.PostgresURL(b), postgres.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { st.Close() })
+			c, prefix := testenv.Redis(b)
+			e, err := eredis.New(eredis.Config{Client: c, Prefix: prefix})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return st, e
+		}},
+	} {
+		b.Run("authenticate-"+be.name, func(b *testing.B) {
+			st, eph := be.open(b)
+			tokens, err := authn.NewTokens(authn.TokenConfig{Issuer: "opgate", Keys: []authn.SigningKey{key}, Clock: clk})
+			if err != nil {
+				b.Fatal(err)
+			}
+			pol := policy.NewSource(func(ctx context.Context) (policy.Policy, error) {
+				return policy.Load(ctx, store.Runner[policy.Tx]{S: st})
+			}, clk, time.Hour)
+			sessions, err := authn.NewSessions(authn.SessionConfig{DB: store.Runner[authn.SessionTx]{S: st}, Cache: eph, Tokens: tokens, Policy: pol,
+				IsNotFound: func(err error) bool { return errors.Is(err, ephemeral.ErrNotFound) }, Clock: clk})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			now := clk.Now()
+			if err := st.InTx(ctx, func(tx store.Tx) error {
+				if err := tx.CreateSite(ctx, lifecycle.Site{ID: "honcho", Name: "本町", MunicipalityCode: "132152", CreatedAt: now}); err != nil {
+					return err
+				}
+				return tx.CreateOperator(ctx, lifecycle.Operator{ID: "OP-12345678", StaffNumber: "1", Name: "職員", SiteID: "honcho",
+					EmploymentType: lifecycle.Regular, Status: lifecycle.Active, IssuedAt: now, StatusChanged: now})
+			}); err != nil {
+				b.Fatal(err)
+			}
+			iss, err := sessions.Start(ctx, authn.Start{OperatorID: opgate.OperatorID("OP-12345678"), SiteID: "honcho", TerminalID: "t1", AMR: []string{"hwk", "user"}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := sessions.Authenticate(ctx, iss.AccessToken); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
