@@ -474,7 +474,7 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 	if ok, err := l.cfg.Access.HasGrantAt(ctx, op, t.SiteID); err != nil || !ok {
 		l.abandon(ctx, op, slot)
 		if err != nil {
-			return Login{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return Login{}, err
 		}
 		l.auditRefusal(ctx, op, c, ReasonTerminalOtherSite, resource)
 		return Login{}, ErrTerminalNotAllowed
@@ -483,7 +483,7 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 		stopped, err := l.cfg.Emergency.Stopped(ctx, t.SiteID)
 		if err != nil {
 			l.abandon(ctx, op, slot)
-			return Login{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return Login{}, err
 		}
 		// Holders of emergency.stop stay able to log in, so that someone
 		// can resume.

@@ -26,7 +26,6 @@ import (
 	"encoding/json"
 	"strings"
 	"sync"
-	"testing"
 
 	"github.com/fxamacker/cbor/v2"
 )
@@ -73,7 +72,7 @@ const coseES256 = -7
 // Card is a virtual FIDO2 card holding one ES256 credential. Its knobs are
 // safe to turn from several goroutines, though a test usually owns its card.
 type Card struct {
-	t             testing.TB
+	t             TB
 	deterministic bool
 
 	mu          sync.Mutex
@@ -89,12 +88,19 @@ type Card struct {
 	faults      map[Fault]bool
 }
 
+// TB is the part of testing.TB a card uses to report misuse; a load tool
+// passes its own.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
 // NewCard returns a card with a fresh P-256 key, a random 32-byte
 // credential ID and the zero AAGUID. User verification is on, backup
 // eligibility and backup state are off, attestation is "none", and the
 // signature counter reports 1 at the first signature (creation included)
 // and one more at each signature after it.
-func NewCard(t testing.TB) *Card {
+func NewCard(t TB) *Card {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -117,7 +123,7 @@ func NewCard(t testing.TB) *Card {
 // this: every fuzz worker runs the target's setup again, and a card made
 // afresh there would not recognise what the coordinator's card signed.
 // The seed is public; the key is a test key and nothing else.
-func NewSeededCard(t testing.TB, seed string) *Card {
+func NewSeededCard(t TB, seed string) *Card {
 	t.Helper()
 	key := seededKey(t, "key:"+seed)
 	other := seededKey(t, "other:"+seed)
@@ -125,7 +131,7 @@ func NewSeededCard(t testing.TB, seed string) *Card {
 	return newCard(t, key, other, id[:], true)
 }
 
-func seededKey(t testing.TB, s string) *ecdsa.PrivateKey {
+func seededKey(t TB, s string) *ecdsa.PrivateKey {
 	t.Helper()
 	d := sha256.Sum256([]byte("opgate authntest " + s))
 	key, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), d[:])
@@ -135,7 +141,7 @@ func seededKey(t testing.TB, s string) *ecdsa.PrivateKey {
 	return key
 }
 
-func newCard(t testing.TB, key, other *ecdsa.PrivateKey, id []byte, deterministic bool) *Card {
+func newCard(t TB, key, other *ecdsa.PrivateKey, id []byte, deterministic bool) *Card {
 	return &Card{
 		t:             t,
 		deterministic: deterministic,

@@ -25,8 +25,9 @@ import (
 var migrations embed.FS
 
 var dialect = sqlstore.Dialect{
-	Name:      "sqlite",
-	Translate: translate,
+	Name:          "sqlite",
+	PrepareWrites: true,
+	Translate:     translate,
 	Retryable: func(err error) bool {
 		var se *sqlite.Error
 		if errors.As(err, &se) {
@@ -82,9 +83,9 @@ func Open(ctx context.Context, path string) (*sqlstore.DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
-	// One writer connection: SQLite has one writer anyway, and queuing in
-	// the pool is cheaper than spinning on SQLITE_BUSY.
-	w.SetMaxOpenConns(1)
+	// Writes go through one committer (group commit), so one connection
+	// writes; the second is where statements are prepared while it is busy.
+	w.SetMaxOpenConns(2)
 	if err := w.PingContext(ctx); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)

@@ -33,6 +33,11 @@ type Dialect struct {
 	// Translate maps driver errors to store errors; it returns err unchanged
 	// when it knows nothing better.
 	Translate func(error) error
+	// PrepareWrites keeps prepared statements for write transactions, for
+	// a driver that does not cache them itself. The writer pool then needs
+	// a spare connection to prepare on while a transaction holds the
+	// other.
+	PrepareWrites bool
 	// Retryable reports errors after which the whole transaction may be run
 	// again (deadlocks, serialisation failures, a busy database).
 	Retryable func(error) bool
@@ -49,11 +54,16 @@ type DB struct {
 	stmts map[string]string // rebound queries, by source text
 
 	group *grouper // nil: every InTx is a transaction of its own
+
+	// Statements prepared on the writer pool, for engines whose driver
+	// does not cache them (Dialect.PrepareWrites).
+	pmu      sync.Mutex
+	prepared map[string]*sql.Stmt
 }
 
 // New wraps the pools.
 func New(w, r *sql.DB, d Dialect) *DB {
-	return &DB{W: w, R: r, D: d, stmts: map[string]string{}}
+	return &DB{W: w, R: r, D: d, stmts: map[string]string{}, prepared: map[string]*sql.Stmt{}}
 }
 
 var _ store.Store = (*DB)(nil)
@@ -156,6 +166,27 @@ func (db *DB) run(ctx context.Context, pool *sql.DB, readOnly bool, fn func(stor
 	return nil
 }
 
+// stmt returns the writer pool's statement for a rebound query. A
+// transaction that uses it prepares it on its connection the first time
+// and reuses it after (database/sql keeps it per connection), instead of
+// parsing the SQL on every execution.
+func (db *DB) stmt(ctx context.Context, query string) *sql.Stmt {
+	db.pmu.Lock()
+	defer db.pmu.Unlock()
+	if st, ok := db.prepared[query]; ok {
+		return st
+	}
+	if len(db.prepared) > 1000 {
+		return nil // multi-row inserts vary in length; keep the cache bounded
+	}
+	st, err := db.W.PrepareContext(ctx, query)
+	if err != nil {
+		return nil
+	}
+	db.prepared[query] = st
+	return st
+}
+
 // Ping checks both pools.
 func (db *DB) Ping(ctx context.Context) error {
 	if err := db.W.PingContext(ctx); err != nil {
@@ -174,6 +205,11 @@ func (db *DB) Close() error {
 	if db.group != nil {
 		db.group.close()
 	}
+	db.pmu.Lock()
+	for _, st := range db.prepared {
+		_ = st.Close()
+	}
+	db.pmu.Unlock()
 	err := db.W.Close()
 	if db.R != db.W {
 		err = errors.Join(err, db.R.Close())

@@ -42,6 +42,19 @@ type tx struct {
 
 var _ store.Tx = (*tx)(nil)
 
+// prepared is this transaction's handle on the pool's prepared statement
+// for query, or nil to run it unprepared.
+func (t *tx) prepared(ctx context.Context, query string) *sql.Stmt {
+	if !t.db.D.PrepareWrites || t.readOnly {
+		return nil
+	}
+	st := t.db.stmt(ctx, t.db.q(query))
+	if st == nil {
+		return nil
+	}
+	return t.tx.StmtContext(ctx, st)
+}
+
 // forUpdate is the clause that locks the rows a SELECT reads until the
 // transaction ends, or "" in a read-only transaction.
 func (t *tx) forUpdate() string {
@@ -63,6 +76,10 @@ func (t *tx) skipLocked() string {
 func (t *tx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	if err := t.beforeStatement(); err != nil {
 		return nil, t.db.translate(err)
+	}
+	if st := t.prepared(ctx, query); st != nil {
+		r, err := st.ExecContext(ctx, args...)
+		return r, t.db.translate(err)
 	}
 	r, err := t.tx.ExecContext(ctx, t.db.q(query), args...)
 	return r, t.db.translate(err)
@@ -90,12 +107,19 @@ func (t *tx) row(ctx context.Context, query string, args ...any) *sql.Row {
 		// transaction, and the error reaches the caller through Scan.
 		_ = err
 	}
+	if st := t.prepared(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
 	return t.tx.QueryRowContext(ctx, t.db.q(query), args...)
 }
 
 func (t *tx) rows(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	if err := t.beforeStatement(); err != nil {
 		return nil, t.db.translate(err)
+	}
+	if st := t.prepared(ctx, query); st != nil {
+		r, err := st.QueryContext(ctx, args...)
+		return r, t.db.translate(err)
 	}
 	r, err := t.tx.QueryContext(ctx, t.db.q(query), args...)
 	return r, t.db.translate(err)

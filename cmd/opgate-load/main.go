@@ -1,0 +1,392 @@
+// Command opgate-load measures card logins. It starts a real opgate server
+// (the same wiring as `opgate serve`) on a loopback port, on the embedded
+// store or on PostgreSQL and Redis, issues operators and enrolls a virtual
+// FIDO2 card for each through the API, then has the cards log in
+// concurrently over HTTP — begin, the card's signature, finish — and prints
+// logins/s with p50 and p99. In the same run it measures the floor: the
+// WebAuthn assertion validation plus one token signature, in-process, with
+// the same concurrency, and reports the ratio of whole logins to it.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/opgate/opgate/authn"
+	"github.com/opgate/opgate/authn/authntest"
+	"github.com/opgate/opgate/ephemeral"
+	"github.com/opgate/opgate/ephemeral/memory"
+	eredis "github.com/opgate/opgate/ephemeral/redis"
+	"github.com/opgate/opgate/internal/bootstrap"
+	"github.com/opgate/opgate/internal/clock"
+	"github.com/opgate/opgate/internal/server"
+)
+
+const origin = "http://localhost:8080"
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintf(os.Stderr, "opgate-load: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cards := flag.Int("cards", 64, "virtual cards (one operator each)")
+	workers := flag.Int("concurrency", 32, "concurrent logins")
+	duration := flag.Duration("duration", 10*time.Second, "how long to log in")
+	dbURL := flag.String("db", "", "postgres:// URL; empty: a SQLite file in a temporary directory")
+	redisURL := flag.String("redis", "", "redis:// URL; empty: in-process ephemeral state")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the login phase to this file")
+	flag.Parse()
+	if *cards < 1 || *workers < 1 || *duration <= 0 {
+		return errors.New("-cards, -concurrency and -duration must be positive")
+	}
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "opgate-load-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	url := *dbURL
+	if url == "" {
+		url = "sqlite:" + filepath.Join(dir, "opgate.db")
+	}
+	st, err := server.OpenStore(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	var eph ephemeral.Store = memory.New(memory.Config{})
+	if *redisURL != "" {
+		opt, err := goredis.ParseURL(*redisURL)
+		if err != nil {
+			return errors.New("-redis is not a redis:// URL")
+		}
+		c := goredis.NewClient(opt)
+		defer c.Close()
+		prefix := "opgate-load-" + randomHex() + ":"
+		if eph, err = eredis.New(eredis.Config{Client: c, Prefix: prefix}); err != nil {
+			return err
+		}
+		defer func() {
+			// Leave nothing behind in a shared Redis.
+			iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+			for iter.Next(ctx) {
+				c.Del(ctx, iter.Val())
+			}
+		}()
+	}
+	clk := clock.Real{}
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	app, err := server.Wire(ctx, server.Config{RPID: "localhost", RPOrigins: []string{origin}}, st, eph, clk, log)
+	if err != nil {
+		return err
+	}
+	boot, err := bootstrap.Run(ctx, st, clk, bootstrap.Params{SiteID: "honcho", SiteName: "本町", MunicipalityCode: "132152",
+		StaffNumber: "load-admin", Name: "負荷 管理"})
+	if err != nil {
+		return fmt.Errorf("bootstrap (use an empty database): %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: app.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+	c := &client{base: "http://" + ln.Addr().String(), http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *workers * 2}}}
+	iss, err := app.Sessions.Start(ctx, authn.Start{OperatorID: boot.OperatorID, SiteID: "honcho", TerminalID: "admin-console", AMR: []string{"hwk", "user"}})
+	if err != nil {
+		return err
+	}
+	admin := iss.AccessToken
+
+	fmt.Printf("setting up %d operators with cards…\n", *cards)
+	vcards, err := enrollAll(c, admin, *cards)
+	if err != nil {
+		return err
+	}
+
+	fmt.Printf("logging in for %s with %d concurrent clients…\n", *duration, *workers)
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
+	lat, fails := loginLoad(c, vcards, *workers, *duration)
+	pprof.StopCPUProfile()
+	fmt.Println(report("whole login over HTTP", lat, fails, *duration))
+
+	floor, err := floorLoad(*workers, *duration)
+	if err != nil {
+		return err
+	}
+	fmt.Println(report("floor: assertion validation + token signature, in-process", floor, 0, *duration))
+	if len(floor) > 0 && len(lat) > 0 {
+		fmt.Printf("ratio of whole logins to the floor: %.2f\n", float64(len(lat))/float64(len(floor)))
+	}
+	return nil
+}
+
+func randomHex() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+type client struct {
+	base string
+	http *http.Client
+}
+
+func (c *client) do(method, path, token string, body any) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, c.base+path, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, out, err
+}
+
+func (c *client) must(want int, method, path, token string, body any) ([]byte, error) {
+	status, out, err := c.do(method, path, token, body)
+	if err != nil {
+		return nil, err
+	}
+	if status != want {
+		return nil, fmt.Errorf("%s %s: %d %s", method, path, status, out)
+	}
+	return out, nil
+}
+
+// failer reports a virtual card's misuse as an error, not a test failure.
+type failer struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (f *failer) Helper() {}
+func (f *failer) Fatalf(format string, args ...any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil {
+		f.err = fmt.Errorf(format, args...)
+	}
+	panic(f)
+}
+
+func enrollAll(c *client, admin string, n int) ([]*authntest.Card, error) {
+	f := &failer{}
+	out := make([]*authntest.Card, 0, n)
+	for i := range n {
+		b, err := c.must(201, "POST", "/v1/operators", admin, map[string]any{"staff_number": fmt.Sprintf("L%05d", i), "name": "負荷 試験", "site_id": "honcho", "employment_type": "regular"})
+		if err != nil {
+			return nil, err
+		}
+		var op struct {
+			OperatorID string `json:"operator_id"`
+		}
+		_ = json.Unmarshal(b, &op)
+		if _, err := c.must(201, "POST", "/v1/operators/"+op.OperatorID+"/grants", admin, map[string]any{"role_id": "counter_clerk", "site_id": "honcho", "reason": "load"}); err != nil {
+			return nil, err
+		}
+		b, err = c.must(201, "POST", "/v1/operators/"+op.OperatorID+"/cards/enrollments", admin, map[string]any{"card_serial": fmt.Sprintf("CARD-%05d", i)})
+		if err != nil {
+			return nil, err
+		}
+		var e struct {
+			Code string `json:"enrollment_code"`
+		}
+		_ = json.Unmarshal(b, &e)
+		begin, err := c.must(200, "POST", "/v1/enroll/begin", "", map[string]any{"enrollment_code": e.Code})
+		if err != nil {
+			return nil, err
+		}
+		var bg struct {
+			ID string `json:"enrollment_id"`
+		}
+		_ = json.Unmarshal(begin, &bg)
+		card := authntest.NewCard(f)
+		cred := card.Create(begin, origin)
+		if _, err := c.must(201, "POST", "/v1/enroll/finish", "", map[string]any{"enrollment_id": bg.ID, "credential": json.RawMessage(cred)}); err != nil {
+			return nil, err
+		}
+		out = append(out, card)
+	}
+	return out, nil
+}
+
+// loginLoad runs whole logins until the duration is up. Each card is used
+// by one client at a time, as a card is in one reader.
+func loginLoad(c *client, cards []*authntest.Card, workers int, d time.Duration) ([]time.Duration, int64) {
+	pool := make(chan *authntest.Card, len(cards))
+	for _, cd := range cards {
+		pool <- cd
+	}
+	var mu sync.Mutex
+	var lat []time.Duration
+	var fails atomic.Int64
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			var mine []time.Duration
+			for time.Now().Before(deadline) {
+				card := <-pool
+				start := time.Now()
+				err := login(c, card)
+				pool <- card
+				if err != nil {
+					fails.Add(1)
+					continue
+				}
+				mine = append(mine, time.Since(start))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return lat, fails.Load()
+}
+
+func login(c *client, card *authntest.Card) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("card: %v", v)
+		}
+	}()
+	begin, err := c.must(200, "POST", "/v1/login/card/begin", "", map[string]any{"terminal_id": "admin-console"})
+	if err != nil {
+		return err
+	}
+	var b struct {
+		LoginID string `json:"login_id"`
+	}
+	if err := json.Unmarshal(begin, &b); err != nil {
+		return err
+	}
+	assertion := card.Get(begin, origin, card.UserHandle())
+	_, err = c.must(200, "POST", "/v1/login/card/finish", "", map[string]any{"login_id": b.LoginID, "credential": json.RawMessage(assertion)})
+	return err
+}
+
+// floorLoad measures what no login can avoid: validating one assertion
+// and signing one access token.
+func floorLoad(workers int, d time.Duration) ([]time.Duration, error) {
+	cer, err := authn.NewCeremonies(authn.CeremonyConfig{RPID: "localhost", RPName: "opgate", Origins: []string{origin}})
+	if err != nil {
+		return nil, err
+	}
+	key, err := authn.GenerateSigningKey(time.Now())
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := authn.NewTokens(authn.TokenConfig{Issuer: "opgate", Keys: []authn.SigningKey{key}, CacheSize: -1})
+	if err != nil {
+		return nil, err
+	}
+	var mu sync.Mutex
+	var lat []time.Duration
+	var firstErr error
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			f := &failer{}
+			card := authntest.NewCard(f)
+			user := authn.EnrollUser{OperatorID: "OP-00000000", Name: "floor"}
+			options, state, _, err := cer.BeginEnrollment(user)
+			var cred authn.NewCredential
+			if err == nil {
+				cred, err = cer.FinishEnrollment(state, card.Create(options, origin), user, authn.CardPolicy{})
+			}
+			if err != nil {
+				mu.Lock()
+				firstErr = fmt.Errorf("floor enrollment: %w", err)
+				mu.Unlock()
+				return
+			}
+			stored := authn.StoredCredential{OperatorID: user.OperatorID, CredentialID: cred.CredentialID, PublicKey: cred.PublicKey,
+				AAGUID: cred.AAGUID, SignCount: cred.SignCount, Flags: cred.Flags}
+			var mine []time.Duration
+			for time.Now().Before(deadline) {
+				start := time.Now()
+				options, state, _, err := cer.BeginLogin(nil)
+				if err == nil {
+					assertion := card.Get(options, origin, card.UserHandle())
+					var a authn.Assertion
+					a, err = cer.FinishLogin(state, assertion, func(_, _ []byte) (authn.StoredCredential, error) { return stored, nil })
+					if err == nil {
+						stored.SignCount = a.SignCount
+						now := time.Now()
+						_, err = tokens.Sign(authn.TokenClaims{OperatorID: "OP-00000000", SessionID: "S-floor", IssuedAt: now, ExpiresAt: now.Add(5 * time.Minute)})
+					}
+				}
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = fmt.Errorf("floor (worker %d): %w", w, err)
+					}
+					mu.Unlock()
+					return
+				}
+				mine = append(mine, time.Since(start))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return lat, firstErr
+}
+
+func report(what string, lat []time.Duration, fails int64, d time.Duration) string {
+	if len(lat) == 0 {
+		return fmt.Sprintf("%s: no successful operation (%d failed)", what, fails)
+	}
+	slices.Sort(lat)
+	p := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
+	return fmt.Sprintf("%s: %d ok, %d failed, %.0f/s, p50 %s, p99 %s", what, len(lat), fails,
+		float64(len(lat))/d.Seconds(), p(0.50).Round(10*time.Microsecond), p(0.99).Round(10*time.Microsecond))
+}
