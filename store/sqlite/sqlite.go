@@ -25,9 +25,9 @@ import (
 var migrations embed.FS
 
 var dialect = sqlstore.Dialect{
-	Name:          "sqlite",
-	PrepareWrites: true,
-	Translate:     translate,
+	Name:      "sqlite",
+	Prepare:   true,
+	Translate: translate,
 	Retryable: func(err error) bool {
 		var se *sqlite.Error
 		if errors.As(err, &se) {

@@ -138,7 +138,7 @@ func (g *grouper) run(batch []request) {
 		fail(fmt.Errorf("begin: %w", err))
 		return
 	}
-	t := &tx{db: db, tx: sqltx}
+	t := &tx{db: db, tx: sqltx, pool: db.W}
 	for i, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			results[i] = err

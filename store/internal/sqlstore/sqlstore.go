@@ -33,11 +33,9 @@ type Dialect struct {
 	// Translate maps driver errors to store errors; it returns err unchanged
 	// when it knows nothing better.
 	Translate func(error) error
-	// PrepareWrites keeps prepared statements for write transactions, for
-	// a driver that does not cache them itself. The writer pool then needs
-	// a spare connection to prepare on while a transaction holds the
-	// other.
-	PrepareWrites bool
+	// Prepare keeps prepared statements, for a driver that does not cache
+	// them itself.
+	Prepare bool
 	// Retryable reports errors after which the whole transaction may be run
 	// again (deadlocks, serialisation failures, a busy database).
 	Retryable func(error) bool
@@ -57,13 +55,14 @@ type DB struct {
 
 	// Statements prepared on the writer pool, for engines whose driver
 	// does not cache them (Dialect.PrepareWrites).
-	pmu      sync.Mutex
-	prepared map[string]*sql.Stmt
+	pmu       sync.Mutex
+	prepared  map[stmtKey]*sql.Stmt
+	preparing map[stmtKey]bool
 }
 
 // New wraps the pools.
 func New(w, r *sql.DB, d Dialect) *DB {
-	return &DB{W: w, R: r, D: d, stmts: map[string]string{}, prepared: map[string]*sql.Stmt{}}
+	return &DB{W: w, R: r, D: d, stmts: map[string]string{}, prepared: map[stmtKey]*sql.Stmt{}, preparing: map[stmtKey]bool{}}
 }
 
 var _ store.Store = (*DB)(nil)
@@ -143,7 +142,7 @@ func (db *DB) run(ctx context.Context, pool *sql.DB, readOnly bool, fn func(stor
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	t := &tx{db: db, tx: sqltx, readOnly: readOnly}
+	t := &tx{db: db, tx: sqltx, readOnly: readOnly, pool: pool}
 	// Roll back on every way out but a commit, a panic in fn included:
 	// a transaction left open would hold its connection, and with it, for
 	// SQLite, the only writer.
@@ -166,25 +165,40 @@ func (db *DB) run(ctx context.Context, pool *sql.DB, readOnly bool, fn func(stor
 	return nil
 }
 
-// stmt returns the writer pool's statement for a rebound query. A
-// transaction that uses it prepares it on its connection the first time
-// and reuses it after (database/sql keeps it per connection), instead of
-// parsing the SQL on every execution.
-func (db *DB) stmt(ctx context.Context, query string) *sql.Stmt {
+// stmt returns the pool's statement for a rebound query, or nil while it
+// is being prepared. A transaction that uses it prepares it on its own
+// connection the first time and reuses it after (database/sql keeps it per
+// connection), instead of parsing the SQL on every execution. The first
+// preparation runs in the background: preparing needs a free connection,
+// and waiting for one while holding another could deadlock a full pool.
+func (db *DB) stmt(pool *sql.DB, query string) *sql.Stmt {
+	key := stmtKey{pool, query}
 	db.pmu.Lock()
 	defer db.pmu.Unlock()
-	if st, ok := db.prepared[query]; ok {
+	if st, ok := db.prepared[key]; ok {
 		return st
 	}
-	if len(db.prepared) > 1000 {
+	if db.preparing[key] || len(db.prepared) > 2000 {
 		return nil // multi-row inserts vary in length; keep the cache bounded
 	}
-	st, err := db.W.PrepareContext(ctx, query)
-	if err != nil {
-		return nil
-	}
-	db.prepared[query] = st
-	return st
+	db.preparing[key] = true
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st, err := pool.PrepareContext(ctx, query)
+		db.pmu.Lock()
+		defer db.pmu.Unlock()
+		delete(db.preparing, key)
+		if err == nil {
+			db.prepared[key] = st
+		}
+	}()
+	return nil
+}
+
+type stmtKey struct {
+	pool  *sql.DB
+	query string
 }
 
 // Ping checks both pools.

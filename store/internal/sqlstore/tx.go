@@ -32,6 +32,7 @@ type tx struct {
 	headSeq    int64
 	headHash   []byte
 	pending    []audit.Event // appended, sealed at commit
+	pool       *sql.DB       // the pool the transaction came from
 
 	// Group commit: the savepoint of the function running now, whether it
 	// was taken, and its name.
@@ -45,10 +46,10 @@ var _ store.Tx = (*tx)(nil)
 // prepared is this transaction's handle on the pool's prepared statement
 // for query, or nil to run it unprepared.
 func (t *tx) prepared(ctx context.Context, query string) *sql.Stmt {
-	if !t.db.D.PrepareWrites || t.readOnly {
+	if !t.db.D.Prepare {
 		return nil
 	}
-	st := t.db.stmt(ctx, t.db.q(query))
+	st := t.db.stmt(t.pool, t.db.q(query))
 	if st == nil {
 		return nil
 	}
