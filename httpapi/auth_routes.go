@@ -34,9 +34,10 @@ func (s *Server) registerAuth() {
 }
 
 // client is where a login comes from. With terminal certificates, the
-// terminal is the certificate's CN and a different terminal_id in the
-// body is refused (R2.9).
-func client(r *http.Request, bodyTerminal opgate.TerminalID) (authn.Client, error) {
+// terminal is the certificate's CN, a different terminal_id in the body is
+// refused, and so is a login without a certificate (R2.9: the two
+// computers authenticate each other).
+func (s *Server) client(r *http.Request, bodyTerminal opgate.TerminalID) (authn.Client, error) {
 	c := authn.Client{TerminalID: bodyTerminal}
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		c.Addr = host
@@ -47,6 +48,10 @@ func client(r *http.Request, bodyTerminal opgate.TerminalID) (authn.Client, erro
 			return c, authn.ErrTerminalNotAllowed
 		}
 		c.TerminalID = cn
+		return c, nil
+	}
+	if s.cfg.TerminalCertificates {
+		return c, authn.ErrTerminalNotAllowed
 	}
 	return c, nil
 }
@@ -79,7 +84,7 @@ func (s *Server) cardBegin(w http.ResponseWriter, r *http.Request, _ authn.Princ
 	if err := decode(r, &in, false); err != nil {
 		return err
 	}
-	c, err := client(r, in.TerminalID)
+	c, err := s.client(r, in.TerminalID)
 	if err != nil {
 		return err
 	}
@@ -119,7 +124,7 @@ func (s *Server) cardFinish(w http.ResponseWriter, r *http.Request, _ authn.Prin
 	if in.LoginID == "" || len(in.Credential) == 0 {
 		return invalid("credential", "login_id and credential are required")
 	}
-	c, err := client(r, "")
+	c, err := s.client(r, "")
 	if err != nil {
 		return err
 	}
@@ -139,7 +144,7 @@ func (s *Server) passwordLogin(w http.ResponseWriter, r *http.Request, _ authn.P
 	if err := decode(r, &in, false); err != nil {
 		return err
 	}
-	c, err := client(r, in.TerminalID)
+	c, err := s.client(r, in.TerminalID)
 	if err != nil {
 		return err
 	}

@@ -53,6 +53,9 @@ type Config struct {
 	Logins      *authn.Logins
 	Emergencies *authn.Emergencies
 	Services    authn.ServiceDB
+	// TerminalCertificates says terminals present TLS client certificates
+	// (OPGATE_TLS_CLIENT_CA): logins without one are refused.
+	TerminalCertificates bool
 	// Ready reports whether the store and the ephemeral state answer.
 	Ready func(ctx context.Context) error
 	// Logger receives JSON logs. If nil, slog.Default() is used.

@@ -84,7 +84,8 @@ func Wire(ctx context.Context, cfg Config, st store.Store, eph ephemeral.Store, 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.API, err = httpapi.New(httpapi.Config{
 		Lifecycle: a.Lifecycle, Authz: a.Authz, Sessions: a.Sessions, Policy: polDB, Policies: a.Policies, Chain: st,
-		Views: views{st}, Ready: a.ready, Logins: a.Logins, Emergencies: a.Emergency, Services: store.Runner[authn.ServiceTx]{S: st}, Logger: log, Registry: reg, Clock: clk,
+		Views: views{st}, Ready: a.ready, Logins: a.Logins, Emergencies: a.Emergency, Services: store.Runner[authn.ServiceTx]{S: st},
+		TerminalCertificates: cfg.TLSClientCA != "", Logger: log, Registry: reg, Clock: clk,
 	})
 	if err != nil {
 		return nil, err
