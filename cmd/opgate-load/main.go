@@ -57,6 +57,7 @@ func run() error {
 	dbURL := flag.String("db", "", "postgres:// URL; empty: a SQLite file in a temporary directory")
 	redisURL := flag.String("redis", "", "redis:// URL; empty: in-process ephemeral state")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the login phase to this file")
+	mode := flag.String("mode", "card", "card: card logins; password: password logins (policy allowing them)")
 	flag.Parse()
 	if *cards < 1 || *workers < 1 || *duration <= 0 {
 		return errors.New("-cards, -concurrency and -duration must be positive")
@@ -127,6 +128,9 @@ func run() error {
 		return err
 	}
 
+	if *mode == "password" {
+		return passwordRun(c, admin, *cards, *workers, *duration)
+	}
 	fmt.Printf("logging in for %s with %d concurrent clients…\n", *duration, *workers)
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -389,4 +393,112 @@ func report(what string, lat []time.Duration, fails int64, d time.Duration) stri
 	p := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
 	return fmt.Sprintf("%s: %d ok, %d failed, %.0f/s, p50 %s, p99 %s", what, len(lat), fails,
 		float64(len(lat))/d.Seconds(), p(0.50).Round(10*time.Microsecond), p(0.99).Round(10*time.Microsecond))
+}
+
+const loadPassword = "Madoguchi-2027-load"
+
+// passwordRun measures password logins, with argon2id at the policy's
+// parameters, against one argon2id verification alone in the same run.
+func passwordRun(c *client, admin string, n, workers int, d time.Duration) error {
+	b, err := c.must(200, "GET", "/v1/policy", admin, nil)
+	if err != nil {
+		return err
+	}
+	var pol map[string]any
+	_ = json.Unmarshal(b, &pol)
+	pol["login_methods"] = []string{"card", "password"}
+	delete(pol, "version")
+	if _, err := c.must(200, "PUT", "/v1/policy", admin, pol); err != nil {
+		return err
+	}
+	b, err = c.must(200, "GET", "/v1/operators?site_id=honcho&limit=1000", admin, nil)
+	if err != nil {
+		return err
+	}
+	var list struct {
+		Items []struct {
+			OperatorID string `json:"operator_id"`
+		} `json:"items"`
+	}
+	_ = json.Unmarshal(b, &list)
+	var ops []string
+	for _, o := range list.Items {
+		if o.OperatorID == "" || len(ops) == n {
+			continue
+		}
+		b, err := c.must(200, "POST", "/v1/operators/"+o.OperatorID+"/password/reset", admin, nil)
+		if err != nil {
+			continue // the bootstrap administrator cannot reset their own
+		}
+		var r struct {
+			Temp string `json:"temporary_password"`
+		}
+		_ = json.Unmarshal(b, &r)
+		b, err = c.must(200, "POST", "/v1/login/password", "", map[string]any{"operator_id": o.OperatorID, "password": r.Temp, "terminal_id": "admin-console"})
+		if err != nil {
+			return err
+		}
+		var l struct {
+			Token string `json:"access_token"`
+		}
+		_ = json.Unmarshal(b, &l)
+		if _, err := c.must(204, "POST", "/v1/me/password", l.Token, map[string]any{"current_password": r.Temp, "new_password": loadPassword}); err != nil {
+			return err
+		}
+		ops = append(ops, o.OperatorID)
+	}
+	fmt.Printf("password logins for %s with %d concurrent clients…\n", d, workers)
+	var mu sync.Mutex
+	var lat []time.Duration
+	var fails atomic.Int64
+	var next atomic.Int64
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			var mine []time.Duration
+			for time.Now().Before(deadline) {
+				op := ops[int(next.Add(1))%len(ops)]
+				start := time.Now()
+				if _, err := c.must(200, "POST", "/v1/login/password", "", map[string]any{"operator_id": op, "password": loadPassword, "terminal_id": "admin-console"}); err != nil {
+					fails.Add(1)
+					continue
+				}
+				mine = append(mine, time.Since(start))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	fmt.Println(report("password login over HTTP", lat, fails.Load(), d))
+	hash, err := authn.HashPassword(loadPassword, authn.DefaultPasswordParams)
+	if err != nil {
+		return err
+	}
+	var hashes []time.Duration
+	end := time.Now().Add(d / 2)
+	var hw sync.WaitGroup
+	for range workers {
+		hw.Go(func() {
+			var mine []time.Duration
+			for time.Now().Before(end) {
+				start := time.Now()
+				_, _ = authn.VerifyPassword(hash, loadPassword)
+				mine = append(mine, time.Since(start))
+			}
+			mu.Lock()
+			hashes = append(hashes, mine...)
+			mu.Unlock()
+		})
+	}
+	hw.Wait()
+	fmt.Println(report("argon2id verification alone", hashes, 0, d/2))
+	if len(lat) > 0 && len(hashes) > 0 {
+		perLogin := d.Seconds() / float64(len(lat))
+		perHash := (d / 2).Seconds() / float64(len(hashes))
+		fmt.Printf("share of a password login's time spent in argon2id: %.0f%%\n", 100*perHash/perLogin)
+	}
+	return nil
 }
