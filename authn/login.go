@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
 
@@ -174,7 +175,13 @@ func NewLogins(cfg LoginConfig) (*Logins, error) {
 func NormalizeOperatorID(s string) opgate.OperatorID {
 	s = strings.ToUpper(strings.TrimSpace(norm.NFKC.String(s)))
 	if len(s) > 64 {
-		s = s[:64]
+		// Cut between characters: half of one is not text, and
+		// PostgreSQL refuses it instead of finding nobody.
+		cut := 64
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut]
 	}
 	return opgate.OperatorID(s)
 }

@@ -439,6 +439,15 @@ func TestLockoutOperatorIDSpellings(t *testing.T) {
 			for _, sp := range spellings[1:3] {
 				problemIs(t, "right password as "+sp, passwordLogin(g, sp, pw, "admin-console"), 423, "account_locked")
 			}
+			// Spellings that NFKC lengthens past the longest operator ID
+			// (64 bytes) name nobody, and are answered like any unknown
+			// operator: cut, they must still be text.
+			for _, long := range []string{strings.Repeat("カ", 30), strings.Repeat("㌀", 6), strings.Repeat("ｱ", 22)} {
+				problemIs(t, fmt.Sprintf("password login as %q", long), passwordLogin(g, long, "Not-the-password-1", "admin-console"), 401, "invalid_credentials")
+				if len(long) <= 64 {
+					g.must(200, "POST", "/v1/login/card/begin", "", map[string]any{"terminal_id": "admin-console", "operator_id": long})
+				}
+			}
 		})
 	}
 }

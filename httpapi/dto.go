@@ -128,8 +128,10 @@ type operatorDTO struct {
 	LastLoginAt       Time                     `json:"last_login_at"`
 	IssuedAt          Time                     `json:"issued_at"`
 	IssuedBy          *string                  `json:"issued_by"`
-	Cards             []cardDTO                `json:"cards,omitempty"`
-	Grants            []grantDTO               `json:"grants,omitempty"`
+	// Cards and Grants are shown on the operator's own page, not in
+	// lists: nil leaves them out, an empty list shows [].
+	Cards  *[]cardDTO  `json:"cards,omitempty"`
+	Grants *[]grantDTO `json:"grants,omitempty"`
 }
 
 func toOperatorDTO(o lifecycle.Operator, l lifecycle.Lock, now time.Time) operatorDTO {

@@ -350,13 +350,14 @@ func (s *Server) getOperator(w http.ResponseWriter, r *http.Request, p authn.Pri
 	if ok {
 		d.PasswordExpiresAt = ts(pw.ExpiresAt)
 	}
-	d.Cards, d.Grants = make([]cardDTO, 0, len(cards)), make([]grantDTO, 0, len(grants))
+	cs, gs := make([]cardDTO, 0, len(cards)), make([]grantDTO, 0, len(grants))
 	for _, c := range cards {
-		d.Cards = append(d.Cards, toCardDTO(c))
+		cs = append(cs, toCardDTO(c))
 	}
 	for _, g := range grants {
-		d.Grants = append(d.Grants, toGrantDTO(g, now))
+		gs = append(gs, toGrantDTO(g, now))
 	}
+	d.Cards, d.Grants = &cs, &gs
 	return writeJSON(w, 200, d)
 }
 

@@ -381,6 +381,9 @@ func (s *Service) Unlock(ctx context.Context, a Actor, id opgate.OperatorID, rea
 		if o, err = tx.GetOperatorForUpdate(ctx, id); err != nil {
 			return notFound(err)
 		}
+		if o.Status == Retired {
+			return fmt.Errorf("%w: operator %s is retired", ErrInvalidState, id)
+		}
 		l, err := tx.GetLock(ctx, id)
 		if err != nil {
 			return err

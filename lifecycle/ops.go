@@ -217,7 +217,8 @@ func (s *Service) issue(ctx context.Context, tx Tx, a Actor, o Operator) (Operat
 	}
 	for _, x := range live {
 		if x.Status != Retired {
-			return o, fmt.Errorf("%w: staff number already has operator %s", ErrConflict, x.ID)
+			// The existing ID is not named: the caller may not manage it.
+			return o, fmt.Errorf("%w: the staff number already has an operator ID that is not retired", ErrConflict)
 		}
 	}
 	// Operator IDs are random and never reused: a collision with any
