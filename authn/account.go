@@ -28,6 +28,12 @@ func (l *Logins) Refresh(ctx context.Context, token string) (Issued, error) {
 	if err != nil {
 		return Issued{}, err
 	}
+	// The shared state is read before anything changes: a refresh refused
+	// as unavailable must leave the current refresh token good, or the
+	// client's retry would look like a replay and end the session.
+	if _, err := l.cfg.Sessions.entry(ctx, opgate.SessionID(sid)); errors.Is(err, ErrUnavailable) {
+		return Issued{}, err
+	}
 	now := l.clk.Now()
 	var out Issued
 	var reused bool

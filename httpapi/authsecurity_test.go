@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -20,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/opgate/opgate/authn"
@@ -39,17 +39,52 @@ import (
 // exactly, never counted when the state cannot be reached, and leak
 // nothing.
 
-// gate sends requests to one replica, from one client address, and may
-// record every answer (for the leak test).
+// gate sends requests to one replica, from one client address. A gate
+// made by startWatched also records every answer and every secret that
+// passes, for the leak checks.
 type gate struct {
-	t   testing.TB
-	s   *servertest.Server
-	hc  *http.Client
-	rec *answerLog
+	t  testing.TB
+	s  *servertest.Server
+	hc *http.Client
+	w  *watch // nil: nothing recorded
 }
 
 func newGate(t testing.TB, s *servertest.Server) gate {
 	return gate{t: t, s: s, hc: s.HTTP.Client()}
+}
+
+// startWatched starts a server whose JSON log is captured, and a gate that
+// records what passes through it. When the test ends, no secret seen may
+// be in the log, in any audit event, or in any answer but the one that
+// issued it (API.md Conventions: no error ever echoes a password or a
+// token).
+func startWatched(t *testing.T, b servertest.Backend, opts ...servertest.Option) (*servertest.Server, gate) {
+	t.Helper()
+	w := &watch{log: &logBuffer{}, secrets: map[string]int{}}
+	return watched(t, w, servertest.Start(t, b, append(opts, servertest.WithLog(w.log))...))
+}
+
+func watched(t *testing.T, w *watch, s *servertest.Server) (*servertest.Server, gate) {
+	w.secret(s.Boot.TemporaryPassword, -1)
+	w.secret(s.Boot.EnrollmentCode, -1)
+	w.secret(s.Admin, -1)
+	t.Cleanup(func() { w.check(t, s) })
+	return s, gate{t: t, s: s, hc: s.HTTP.Client(), w: w}
+}
+
+// join starts another replica on g's store and ephemeral state (or on sh
+// when given), logging where g's server logs.
+func (g gate) join(sh ...servertest.Shared) gate {
+	g.t.Helper()
+	shared := g.s.Shared()
+	if len(sh) > 0 {
+		shared = sh[0]
+	}
+	var opts []servertest.Option
+	if g.w != nil {
+		opts = append(opts, servertest.WithLog(g.w.log))
+	}
+	return g.on(servertest.Join(g.t, shared, g.s.Clock, opts...))
 }
 
 // on is the same gate pointed at another replica.
@@ -101,7 +136,7 @@ func (g gate) try(method, path, token string, body any) (servertest.Response, er
 		return servertest.Response{}, err
 	}
 	r := servertest.Response{Status: resp.StatusCode, Header: resp.Header, Body: out}
-	g.rec.add(method+" "+path, r)
+	g.w.record(method+" "+path, token, body, r)
 	return r, nil
 }
 
@@ -136,10 +171,14 @@ func problemIs(t testing.TB, what string, r servertest.Response, status int, cod
 	return m
 }
 
-// answerLog keeps every answer a gate saw, in order.
-type answerLog struct {
-	mu  sync.Mutex
-	all []recordedAnswer
+// watch is what a watched server's gates saw: every answer, in order,
+// and every secret with the answer that issued it (-1: none may carry it).
+type watch struct {
+	log     *logBuffer
+	noAudit bool // the store is gone by the end
+	mu      sync.Mutex
+	answers []recordedAnswer
+	secrets map[string]int
 }
 
 type recordedAnswer struct {
@@ -147,25 +186,97 @@ type recordedAnswer struct {
 	text string // headers and body
 }
 
-func (l *answerLog) add(what string, r servertest.Response) int {
-	if l == nil {
-		return -1
+// Request members that carry secrets, and answer members that issue them.
+var (
+	secretInputs  = []string{"password", "current_password", "new_password", "enrollment_code", "refresh_token", "token"}
+	secretOutputs = []string{"access_token", "refresh_token", "temporary_password", "enrollment_code"}
+)
+
+// secret notes v as a secret issued by answer issuer, unless it is known
+// already or too short to be one.
+func (w *watch) secret(v string, issuer int) {
+	if len(v) < 8 {
+		return
+	}
+	if _, ok := w.secrets[v]; !ok {
+		w.secrets[v] = issuer
+	}
+	// A refresh token is "session_id.secret"; the secret alone is one too.
+	if sid, rest, ok := strings.Cut(v, "."); ok && strings.HasPrefix(sid, "S-") && !strings.Contains(rest, ".") {
+		w.secret(rest, issuer)
+	}
+}
+
+func (w *watch) record(what, token string, body any, r servertest.Response) {
+	if w == nil {
+		return
 	}
 	var b strings.Builder
 	for k, vs := range r.Header {
 		fmt.Fprintf(&b, "%s: %s\n", k, strings.Join(vs, ", "))
 	}
 	b.Write(r.Body)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.all = append(l.all, recordedAnswer{what, b.String()})
-	return len(l.all) - 1
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.answers = append(w.answers, recordedAnswer{what, b.String()})
+	issuer := len(w.answers) - 1
+	var out map[string]any
+	if json.Unmarshal(r.Body, &out) == nil {
+		for _, k := range secretOutputs {
+			if v, ok := out[k].(string); ok {
+				w.secret(v, issuer)
+			}
+		}
+	}
+	w.secret(token, -1)
+	if in, ok := body.(map[string]any); ok {
+		for _, k := range secretInputs {
+			if v, ok := in[k].(string); ok {
+				w.secret(v, -1)
+			}
+		}
+	}
 }
 
-func (l *answerLog) last() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.all) - 1
+// check holds the log, the audit events and the answers to the rule.
+func (w *watch) check(t *testing.T, s *servertest.Server) {
+	t.Helper()
+	// Every audit event, read with a session of its own.
+	var evs []byte
+	if !w.noAudit {
+		g := newGate(t, s)
+		g.s.Admin = s.Token(s.Boot.OperatorID, "honcho", "admin-console")
+		evs, _ = json.Marshal(events(g, url.Values{}))
+	}
+	for _, l := range w.leaks(w.log.String(), evs) {
+		t.Error(l)
+	}
+}
+
+// leaks lists where secrets are found that should not be.
+func (w *watch) leaks(logText string, events []byte) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	if !strings.Contains(logText, `"msg":"request"`) {
+		out = append(out, fmt.Sprintf("the log was not captured: %.200s", logText))
+	}
+	for v, issuer := range w.secrets {
+		name := fmt.Sprintf("%.4s… (%d bytes)", v, len(v))
+		if strings.Contains(logText, v) {
+			out = append(out, "secret "+name+" is in the log")
+		}
+		if bytes.Contains(events, []byte(v)) {
+			out = append(out, "secret "+name+" is in an audit event")
+		}
+		for j, a := range w.answers {
+			if j != issuer && strings.Contains(a.text, v) {
+				out = append(out, fmt.Sprintf("secret %s (issued by answer %d) is in answer %d, to %s", name, issuer, j, a.what))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // setPolicy reads the policy, lets change edit it and puts it back.
@@ -226,7 +337,7 @@ func token(t testing.TB, r servertest.Response) string {
 	return tok
 }
 
-// site registers a site and a terminal there.
+// siteWithTerminal registers a site and a terminal there.
 func siteWithTerminal(g gate, site, terminal string) {
 	g.t.Helper()
 	g.must(201, "POST", "/v1/sites", g.s.Admin, map[string]any{"site_id": site, "name": site + "支所", "municipality_code": "132152"})
@@ -340,15 +451,14 @@ func enrollWithCode(g gate, card *authntest.Card, code string) servertest.Respon
 func TestLockoutExactUnderConcurrency(t *testing.T) {
 	for _, b := range servertest.Backends {
 		t.Run(b.Name, func(t *testing.T) {
-			s := servertest.Start(t, b)
-			g := newGate(t, s)
+			_, g := startWatched(t, b)
 			setPolicy(g, allowPasswords)
 			op, pw := newClerk(g, "honcho", "3001", "counter_clerk", "admin-console")
 			replicas := []gate{g}
 			if b.Redis {
 				// A second replica on the same store and ephemeral state,
 				// joined after the policy change so that it reads it.
-				replicas = append(replicas, g.on(servertest.Join(t, s.Shared(), s.Clock)))
+				replicas = append(replicas, g.join())
 			}
 			const attempts = 200
 			type answer struct {
@@ -394,8 +504,9 @@ func TestLockoutExactUnderConcurrency(t *testing.T) {
 			if n := countEvents(g, op, "account.locked"); n != 1 {
 				t.Errorf("%d account.locked events, want 1", n)
 			}
-			// Of all the answers, at most threshold-1 said 401 and one
-			// (the failure that locked) said 423 for a judged credential.
+			// Judged were exactly threshold credentials: threshold-1 answered
+			// 401 and the one that locked answered 423, like every attempt
+			// refused unjudged after it.
 			if byStatus[401] != threshold-1 {
 				t.Errorf("%d answers 401, want %d (one per judged failure before the lock)", byStatus[401], threshold-1)
 			}
@@ -414,8 +525,7 @@ func TestLockoutExactUnderConcurrency(t *testing.T) {
 func TestLockoutOperatorIDSpellings(t *testing.T) {
 	for _, b := range servertest.Backends {
 		t.Run(b.Name, func(t *testing.T) {
-			s := servertest.Start(t, b)
-			g := newGate(t, s)
+			_, g := startWatched(t, b)
 			setPolicy(g, allowPasswords)
 			op, pw := newClerk(g, "honcho", "3002", "counter_clerk", "admin-console")
 			fullWidth := strings.Map(func(r rune) rune {
@@ -457,8 +567,7 @@ func TestLockoutOperatorIDSpellings(t *testing.T) {
 func TestUnknownOperatorIndistinguishable(t *testing.T) {
 	for _, b := range servertest.Backends {
 		t.Run(b.Name, func(t *testing.T) {
-			s := servertest.Start(t, b, servertest.WithPasswordParams(authn.DefaultPasswordParams))
-			g := newGate(t, s)
+			_, g := startWatched(t, b, servertest.WithPasswordParams(authn.DefaultPasswordParams))
 			setPolicy(g, func(p map[string]any) {
 				allowPasswords(p)
 				section(p, "lockout")["threshold"] = 100 // measuring, not locking
@@ -509,8 +618,7 @@ func median(d []time.Duration) time.Duration {
 func TestSprayingLimitedPerTerminal(t *testing.T) {
 	for _, b := range servertest.Backends {
 		t.Run(b.Name, func(t *testing.T) {
-			s := servertest.Start(t, b)
-			g := newGate(t, s)
+			s, g := startWatched(t, b)
 			setPolicy(g, allowPasswords)
 			for _, term := range []string{"honcho-01", "honcho-02", "honcho-03"} {
 				terminalAt(g, "honcho", term)
@@ -526,7 +634,7 @@ func TestSprayingLimitedPerTerminal(t *testing.T) {
 				"password login":  passwordLogin(g, op, pw, "honcho-01"),
 				"card login":      g.do("POST", "/v1/login/card/begin", "", map[string]any{"terminal_id": "honcho-01"}),
 				"unknown again":   passwordLogin(g, "OP-SPRAY000", "Haru-2027-natsu", "honcho-01"),
-				"other operator ": passwordLogin(g, other, "whatever-1234", "honcho-01"),
+				"other operator": passwordLogin(g, other, "whatever-1234", "honcho-01"),
 			} {
 				problemIs(t, "after spraying, "+what, r, 429, "rate_limited")
 				ra, err := strconv.Atoi(r.Header.Get("Retry-After"))
@@ -564,12 +672,11 @@ func TestSprayingLimitedPerTerminal(t *testing.T) {
 // ---- 5. losing Redis loses nothing durable
 
 func TestRedisFlushedDuringLock(t *testing.T) {
-	b := servertest.Backends[1]
-	if !b.Redis {
-		t.Fatal("Backends[1] is expected to be PostgreSQL+Redis")
+	i := slices.IndexFunc(servertest.Backends, func(b servertest.Backend) bool { return b.Redis })
+	if i < 0 {
+		t.Fatal("no backend with Redis")
 	}
-	s := servertest.Start(t, b)
-	g := newGate(t, s)
+	s, g := startWatched(t, servertest.Backends[i])
 	setPolicy(g, allowPasswords)
 	locked, lockedPW := newClerk(g, "honcho", "3006", "counter_clerk", "admin-console")
 	ended, endedPW := newClerk(g, "honcho", "3007", "counter_clerk", "admin-console")
@@ -596,7 +703,7 @@ func TestRedisFlushedDuringLock(t *testing.T) {
 	problemIs(t, "locked after the flush", passwordLogin(g, locked, lockedPW, "admin-console"), 423, "account_locked")
 	problemIs(t, "session ended before the flush", g.do("GET", "/v1/me", gone, nil), 401, "unauthenticated")
 	// On a replica that never saw the session either.
-	g2 := g.on(servertest.Join(t, s.Shared(), s.Clock))
+	g2 := g.join()
 	problemIs(t, "session ended before the flush, other replica", g2.do("GET", "/v1/me", gone, nil), 401, "unauthenticated")
 	g.must(200, "GET", "/v1/me", live, nil)
 	loginAs(g, other, otherPW, "admin-console")
@@ -613,8 +720,7 @@ func TestLoginFailsClosed(t *testing.T) {
 	for _, b := range servertest.Backends {
 		t.Run(b.Name, func(t *testing.T) {
 			t.Run("ephemeral unreachable", func(t *testing.T) {
-				s := servertest.Start(t, b)
-				g := newGate(t, s)
+				s, g := startWatched(t, b)
 				setPolicy(g, allowPasswords)
 				op, pw := newClerk(g, "honcho", "3009", "counter_clerk", "admin-console")
 				card := authntest.NewCard(t)
@@ -629,7 +735,16 @@ func TestLoginFailsClosed(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				bad := g.on(servertest.Join(t, servertest.Shared{Store: s.App.Store, Eph: eph}, s.Clock))
+				bad := g.join(servertest.Shared{Store: s.App.Store, Eph: eph})
+				// A session made where the state answers: refreshing it where
+				// the state does not is refused, and changes nothing, so
+				// that the client's retry with the same refresh token is no
+				// replay (which would end the session).
+				l := loginAs(g, op, pw, "admin-console")
+				problemIs(t, "refresh", bad.do("POST", "/v1/session/refresh", "", map[string]any{"refresh_token": l["refresh_token"]}), 503, "unavailable")
+				g.must(200, "POST", "/v1/session/refresh", "", map[string]any{"refresh_token": l["refresh_token"]})
+				g.must(200, "GET", "/v1/me", l["access_token"].(string), nil)
+
 				countedBefore, refusedBefore := failures(g, op)
 				opBefore := g.must(200, "GET", "/v1/operators/"+op, s.Admin, nil).Map(t)
 				for _, pwd := range []string{pw, "Wrong-password-1", "Wrong-password-2", "Wrong-password-3", "Wrong-password-4", "Wrong-password-5", "Wrong-password-6"} {
@@ -663,8 +778,7 @@ func TestLoginFailsClosed(t *testing.T) {
 			})
 			t.Run("store closed", func(t *testing.T) {
 				for _, stale := range []bool{false, true} {
-					s, closeStore := startClosable(t, b)
-					g := newGate(t, s)
+					s, g, closeStore := startClosable(t, b)
 					setPolicy(g, allowPasswords)
 					op, pw := newClerk(g, "honcho", "3010", "counter_clerk", "admin-console")
 					tok := loginAs(g, op, pw, "admin-console")["access_token"].(string)
@@ -692,9 +806,9 @@ func TestLoginFailsClosed(t *testing.T) {
 	}
 }
 
-// startClosable is servertest.Start on a store the test closes itself,
-// once, with the function returned.
-func startClosable(t *testing.T, b servertest.Backend) (*servertest.Server, func()) {
+// startClosable is startWatched on a store the test closes itself, once,
+// with the function returned.
+func startClosable(t *testing.T, b servertest.Backend) (*servertest.Server, gate, func()) {
 	t.Helper()
 	ctx := context.Background()
 	var st store.Store
@@ -707,9 +821,11 @@ func startClosable(t *testing.T, b servertest.Backend) (*servertest.Server, func
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
+	w := &watch{log: &logBuffer{}, secrets: map[string]int{}}
 	var once sync.Once
 	closeStore := func() {
 		once.Do(func() {
+			w.noAudit = true
 			if err := st.Close(); err != nil {
 				t.Errorf("close store: %v", err)
 			}
@@ -717,13 +833,14 @@ func startClosable(t *testing.T, b servertest.Backend) (*servertest.Server, func
 	}
 	t.Cleanup(closeStore)
 	clk := clocktest.New()
-	s := servertest.Join(t, servertest.Shared{Store: st, Eph: servertest.OpenEphemeral(t, b, clk)}, clk)
+	s := servertest.Join(t, servertest.Shared{Store: st, Eph: servertest.OpenEphemeral(t, b, clk)}, clk, servertest.WithLog(w.log))
 	if s.Boot, err = bootstrap.Run(ctx, st, clk, bootstrap.Params{SiteID: "honcho", SiteName: "本町市民課", MunicipalityCode: "132152",
 		StaffNumber: "0001", Name: "管理 花子"}); err != nil {
 		t.Fatalf("bootstrap: %v", err)
 	}
 	s.Admin = s.Token(s.Boot.OperatorID, "honcho", "admin-console")
-	return s, closeStore
+	s, g := watched(t, w, s)
+	return s, g, closeStore
 }
 
 // ---- 7. sessions
@@ -731,8 +848,7 @@ func startClosable(t *testing.T, b servertest.Backend) (*servertest.Server, func
 func TestSessionTimeouts(t *testing.T) {
 	for _, b := range servertest.Backends {
 		t.Run(b.Name, func(t *testing.T) {
-			s := servertest.Start(t, b)
-			g := newGate(t, s)
+			s, g := startWatched(t, b)
 			setPolicy(g, func(p map[string]any) {
 				allowPasswords(p)
 				ss := section(p, "session")
@@ -809,7 +925,7 @@ func TestSessionTimeouts(t *testing.T) {
 			t.Run("logout on both replicas", func(t *testing.T) {
 				g := g
 				g.t = t
-				g2 := g.on(servertest.Join(t, s.Shared(), s.Clock))
+				g2 := g.join()
 				tok := loginAs(g, op, pw, "admin-console")["access_token"].(string)
 				g.must(200, "GET", "/v1/me", tok, nil)
 				g2.must(200, "GET", "/v1/me", tok, nil)
@@ -826,13 +942,16 @@ func TestSessionTimeouts(t *testing.T) {
 func TestEmergencyStopLogins(t *testing.T) {
 	for _, b := range servertest.Backends {
 		t.Run(b.Name, func(t *testing.T) {
-			s := servertest.Start(t, b)
-			g := newGate(t, s)
+			s, g := startWatched(t, b)
 			setPolicy(g, allowPasswords)
 			siteWithTerminal(g, "kita", "kita-01")
 			clerk, clerkPW := newClerk(g, "honcho", "3012", "counter_clerk", "admin-console")
 			north, northPW := newClerk(g, "kita", "3013", "counter_clerk", "kita-01")
 			admin := string(s.Boot.OperatorID)
+			card := authntest.NewCard(t)
+			if r := enrollCard(g, card, clerk, "SN-3012"); r.Status != 201 {
+				t.Fatalf("enroll: %d %s", r.Status, r.Body)
+			}
 			clerkTok := loginAs(g, clerk, clerkPW, "admin-console")["access_token"].(string)
 			northTok := loginAs(g, north, northPW, "kita-01")["access_token"].(string)
 			adminTok2 := loginAs(g, admin, s.Boot.TemporaryPassword, "admin-console")["access_token"].(string)
@@ -848,6 +967,7 @@ func TestEmergencyStopLogins(t *testing.T) {
 			problemIs(t, "admin's other session at the stopped site", g.do("GET", "/v1/me", adminTok2, nil), 401, "unauthenticated")
 			g.must(200, "GET", "/v1/me", northTok, nil)
 			problemIs(t, "login at the stopped site", passwordLogin(g, clerk, clerkPW, "admin-console"), 503, "login_suspended")
+			problemIs(t, "card login at the stopped site", cardLoginWith(g, card, "admin-console", "", nil), 503, "login_suspended")
 			loginAs(g, north, northPW, "kita-01")
 			loginAs(g, admin, s.Boot.TemporaryPassword, "admin-console") // holds emergency.stop
 			// A wrong password during the stop is still judged as one.
@@ -856,6 +976,13 @@ func TestEmergencyStopLogins(t *testing.T) {
 			g.must(200, "POST", "/v1/emergency/resume", s.Admin, stop)
 			problemIs(t, "second resume", g.do("POST", "/v1/emergency/resume", s.Admin, stop), 409, "conflict")
 			loginAs(g, clerk, clerkPW, "admin-console")
+			if r := cardLoginWith(g, card, "admin-console", "", nil); r.Status != 200 {
+				t.Errorf("card login after the resume: %d %s", r.Status, r.Body)
+			}
+			// Refusals during the stop were not failures of the clerk's.
+			if counted, _ := failures(g, clerk); len(counted) != 1 {
+				t.Errorf("%d counted failures, want 1 (the wrong password)", len(counted))
+			}
 
 			all := map[string]any{"scope": "all", "reason": "全庁停止"}
 			northTok = loginAs(g, north, northPW, "kita-01")["access_token"].(string)
@@ -884,8 +1011,7 @@ func TestEmergencyStopLogins(t *testing.T) {
 func TestCardPlusPasswordPolicy(t *testing.T) {
 	for _, b := range servertest.Backends {
 		t.Run(b.Name, func(t *testing.T) {
-			s := servertest.Start(t, b)
-			g := newGate(t, s)
+			_, g := startWatched(t, b)
 			setPolicy(g, allowPasswords)
 			op, pw := newClerk(g, "honcho", "3014", "counter_clerk", "admin-console")
 			card := authntest.NewCard(t)
@@ -917,8 +1043,8 @@ func TestCardPlusPasswordPolicy(t *testing.T) {
 				reasons = append(reasons, fmt.Sprint(e["reason"]))
 			}
 			sort.Strings(reasons)
-			if want := []string{"bad_password", "password_required"}; !slices.Equal(reasons, want) {
-				t.Errorf("counted failure reasons %v, want %v", reasons, want)
+			if diff := cmp.Diff([]string{"bad_password", "password_required"}, reasons); diff != "" {
+				t.Errorf("counted failure reasons (-want +got):\n%s", diff)
 			}
 			// Discoverable (no operator named) asks for the password too.
 			problemIs(t, "discoverable card without password", cardLoginWith(g, card, "admin-console", "", nil), 401, "invalid_credentials")
@@ -935,8 +1061,7 @@ func TestEnrollmentCardPolicy(t *testing.T) {
 	const modelA, modelB = "2fc0579f-8113-47ea-b116-bb5a8db9202a", "ee882879-721c-4913-9775-3dfcce97072a"
 	for _, b := range servertest.Backends {
 		t.Run(b.Name, func(t *testing.T) {
-			s := servertest.Start(t, b)
-			g := newGate(t, s)
+			s, g := startWatched(t, b)
 			op := string(s.Boot.OperatorID)
 			refusals := func() []string {
 				var out []string
@@ -954,8 +1079,8 @@ func TestEnrollmentCardPolicy(t *testing.T) {
 			eligible := authntest.NewCard(t)
 			eligible.SetBackup(true, false)
 			problemIs(t, "backup-eligible card, not backed up", enrollCard(g, eligible, op, "SN-BE-2"), 401, "invalid_credentials")
-			if got, want := refusals(), []string{"backup_eligible_refused", "backup_eligible_refused"}; !slices.Equal(got, want) {
-				t.Errorf("refusal events %v, want %v", got, want)
+			if diff := cmp.Diff([]string{"backup_eligible_refused", "backup_eligible_refused"}, refusals()); diff != "" {
+				t.Errorf("refusal events (-want +got):\n%s", diff)
 			}
 			setPolicy(g, func(p map[string]any) { section(p, "cards")["allow_backup_eligible"] = true })
 			if r := enrollCard(g, synced, op, "SN-BE-1"); r.Status != 201 {
@@ -964,7 +1089,7 @@ func TestEnrollmentCardPolicy(t *testing.T) {
 
 			setPolicy(g, func(p map[string]any) {
 				c := section(p, "cards")
-				c["allow_backup_eligible"], c["allowed_aaguids"] = false, []string{modelA}
+				c["allow_backup_eligible"], c["allowed_aaguids"] = false, []string{strings.ToUpper(modelA)} // case does not matter
 			})
 			b := authntest.NewCard(t)
 			b.SetAAGUID(modelB)
@@ -972,12 +1097,13 @@ func TestEnrollmentCardPolicy(t *testing.T) {
 			plain := authntest.NewCard(t) // the zero AAGUID
 			problemIs(t, "card without a model", enrollCard(g, plain, op, "SN-0"), 401, "invalid_credentials")
 			a := authntest.NewCard(t)
-			a.SetAAGUID(strings.ToUpper(modelA))
+			a.SetAAGUID(modelA)
 			if r := enrollCard(g, a, op, "SN-A"); r.Status != 201 {
 				t.Errorf("listed card model: %d %s", r.Status, r.Body)
 			}
-			if got := refusals(); len(got) != 4 || got[2] != "aaguid_not_allowed" || got[3] != "aaguid_not_allowed" {
-				t.Errorf("refusal events %v", got)
+			want := []string{"backup_eligible_refused", "backup_eligible_refused", "aaguid_not_allowed", "aaguid_not_allowed"}
+			if diff := cmp.Diff(want, refusals()); diff != "" {
+				t.Errorf("refusal events (-want +got):\n%s", diff)
 			}
 			// Only the two accepted cards are the operator's.
 			cards := g.must(200, "GET", "/v1/operators/"+op, s.Admin, nil).Map(t)["cards"].([]any)
@@ -986,8 +1112,8 @@ func TestEnrollmentCardPolicy(t *testing.T) {
 				serials = append(serials, c.(map[string]any)["card_serial"].(string))
 			}
 			sort.Strings(serials)
-			if want := []string{"SN-A", "SN-BE-1"}; !slices.Equal(serials, want) {
-				t.Errorf("cards %v, want %v", serials, want)
+			if diff := cmp.Diff([]string{"SN-A", "SN-BE-1"}, serials); diff != "" {
+				t.Errorf("cards (-want +got):\n%s", diff)
 			}
 		})
 	}
@@ -1013,57 +1139,32 @@ func (l *logBuffer) String() string {
 	return l.b.String()
 }
 
+// TestNoSecretLeaks runs every flow that issues or takes a secret on a
+// watched server; the watch (startWatched) checks the log, the audit events
+// and every answer when it ends, as it does for every test of this file.
 func TestNoSecretLeaks(t *testing.T) {
 	for _, b := range servertest.Backends {
 		t.Run(b.Name, func(t *testing.T) {
-			logs := &logBuffer{}
-			s := servertest.Start(t, b, servertest.WithLog(logs))
-			rec := &answerLog{}
-			g := newGate(t, s)
-			g.rec = rec
-			// Each secret, and the answer that issued it (-1: none may
-			// carry it).
-			secrets := map[string]int{}
-			secret := func(what, v string, issuer int) {
-				t.Helper()
-				if len(v) < 8 {
-					t.Fatalf("%s: %q is no secret", what, v)
-				}
-				secrets[v] = issuer
-			}
-			issued := func(r servertest.Response) {
-				t.Helper()
-				m := r.Map(t)
-				for _, k := range []string{"access_token", "refresh_token", "temporary_password", "enrollment_code"} {
-					if v, ok := m[k].(string); ok {
-						secret(k, v, rec.last())
-					}
-				}
-			}
-			secret("bootstrap temporary password", s.Boot.TemporaryPassword, -1)
-			secret("bootstrap enrollment code", s.Boot.EnrollmentCode, -1)
-			secret("admin token", s.Admin, -1)
-
+			s, g := startWatched(t, b)
 			setPolicy(g, allowPasswords)
 			admin := string(s.Boot.OperatorID)
 			first := g.must(200, "POST", "/v1/login/password", "", map[string]any{"operator_id": admin, "password": s.Boot.TemporaryPassword, "terminal_id": "admin-console"})
-			issued(first)
 			adminPW := "Honcho-2027-kanri"
-			secret("admin's new password", adminPW, -1)
 			g.must(204, "POST", "/v1/me/password", token(t, first), map[string]any{"current_password": s.Boot.TemporaryPassword, "new_password": adminPW})
 			// The change ended the admin's other sessions, s.Admin's too.
 			g.must(401, "GET", "/v1/me", s.Admin, nil)
 			s.Admin = token(t, first)
-			issued(g.must(200, "POST", "/v1/login/password", "", map[string]any{"operator_id": admin, "password": adminPW, "terminal_id": "admin-console"}))
+			loginAs(g, admin, adminPW, "admin-console")
 			for i := range 3 {
 				wrong := fmt.Sprintf("Wrong-guess-%d-2027", i)
-				secret("wrong password", wrong, -1)
 				passwordLogin(g, admin, wrong, "admin-console")
 				passwordLogin(g, "OP-NOBODY00", wrong, "admin-console")
 			}
+			// A weak new password is refused without being echoed.
+			g.must(422, "POST", "/v1/me/password", s.Admin, map[string]any{"current_password": adminPW, "new_password": "password1234"})
 
-			// The admin's card: enrolled with the bootstrap code, then
-			// logins, a refresh, and a replayed refresh token.
+			// The admin's card: enrolled with the bootstrap code, then a
+			// login, a refresh, and a replayed refresh token.
 			card := authntest.NewCard(t)
 			if r := enrollWithCode(g, card, s.Boot.EnrollmentCode); r.Status != 201 {
 				t.Fatalf("enroll: %d %s", r.Status, r.Body)
@@ -1072,79 +1173,65 @@ func TestNoSecretLeaks(t *testing.T) {
 			if cl.Status != 200 {
 				t.Fatalf("card login: %d %s", cl.Status, cl.Body)
 			}
-			issued(cl)
 			oldRefresh := cl.Map(t)["refresh_token"].(string)
-			rr := g.must(200, "POST", "/v1/session/refresh", "", map[string]any{"refresh_token": oldRefresh})
-			issued(rr)
+			g.must(200, "POST", "/v1/session/refresh", "", map[string]any{"refresh_token": oldRefresh})
 			g.must(401, "POST", "/v1/session/refresh", "", map[string]any{"refresh_token": oldRefresh})
-			issued(g.must(200, "POST", "/v1/login/password", "", map[string]any{"operator_id": admin, "password": adminPW, "terminal_id": "admin-console"}))
 
-			// A clerk: issued, reset, first login, password change, a
-			// card enrollment code from the API, introspection, logout.
+			// A clerk: issued, reset, first login, password change (and a
+			// wrong current password), a card enrollment code from the
+			// API, introspection, logout.
 			clerk := g.must(201, "POST", "/v1/operators", s.Admin, map[string]any{"staff_number": "3015", "name": "窓口 太郎",
 				"site_id": "honcho", "employment_type": "regular"}).Map(t)["operator_id"].(string)
 			g.must(201, "POST", "/v1/operators/"+clerk+"/grants", s.Admin, map[string]any{"role_id": "counter_clerk", "site_id": "honcho", "reason": "配属"})
-			reset := g.must(200, "POST", "/v1/operators/"+clerk+"/password/reset", s.Admin, nil)
-			issued(reset)
-			temp := reset.Map(t)["temporary_password"].(string)
+			temp := g.must(200, "POST", "/v1/operators/"+clerk+"/password/reset", s.Admin, nil).Map(t)["temporary_password"].(string)
 			cfirst := g.must(200, "POST", "/v1/login/password", "", map[string]any{"operator_id": clerk, "password": temp, "terminal_id": "admin-console"})
-			issued(cfirst)
 			clerkPW := "Madoguchi-2027-haru"
-			secret("clerk's new password", clerkPW, -1)
+			g.must(401, "POST", "/v1/me/password", token(t, cfirst), map[string]any{"current_password": "Wrong-guess-0-2027", "new_password": clerkPW})
 			g.must(204, "POST", "/v1/me/password", token(t, cfirst), map[string]any{"current_password": temp, "new_password": clerkPW})
-			// A wrong current password is refused without echoing either.
-			g.must(401, "POST", "/v1/me/password", token(t, cfirst), map[string]any{"current_password": "Wrong-guess-0-2027", "new_password": "Another-2027-pass"})
-			clogin := g.must(200, "POST", "/v1/login/password", "", map[string]any{"operator_id": clerk, "password": clerkPW, "terminal_id": "admin-console"})
-			issued(clogin)
-			ctok := token(t, clogin)
-			enr := g.must(201, "POST", "/v1/operators/"+clerk+"/cards/enrollments", s.Admin, map[string]any{"card_serial": "SN-3015"})
-			issued(enr)
-			if r := enrollWithCode(g, authntest.NewCard(t), enr.Map(t)["enrollment_code"].(string)); r.Status != 201 {
+			ctok := loginAs(g, clerk, clerkPW, "admin-console")["access_token"].(string)
+			code := g.must(201, "POST", "/v1/operators/"+clerk+"/cards/enrollments", s.Admin, map[string]any{"card_serial": "SN-3015"}).Map(t)["enrollment_code"].(string)
+			if r := enrollWithCode(g, authntest.NewCard(t), code); r.Status != 201 {
 				t.Fatalf("clerk enroll: %d %s", r.Status, r.Body)
 			}
+			g.must(401, "POST", "/v1/enroll/begin", "", map[string]any{"enrollment_code": code}) // used up
 			if in := g.must(200, "POST", "/v1/introspect", s.Admin, map[string]any{"token": ctok}).Map(t); in["active"] != true {
 				t.Errorf("introspect: %v", in)
 			}
 			g.must(200, "GET", "/v1/me", ctok, nil)
 			g.must(204, "POST", "/v1/logout", ctok, nil)
 			g.must(401, "GET", "/v1/me", ctok, nil)
+			if in := g.must(200, "POST", "/v1/introspect", s.Admin, map[string]any{"token": ctok}).Map(t); in["active"] != false {
+				t.Errorf("introspect after logout: %v", in)
+			}
 			g.must(200, "GET", "/v1/operators/"+clerk+"/history", s.Admin, nil)
 			g.must(200, "GET", "/v1/operators/"+admin+"/history", s.Admin, nil)
 
-			// Refresh tokens are "session.secret"; the secret part alone
-			// is a secret too.
-			for v, issuer := range maps.Clone(secrets) {
-				if sid, rest, ok := strings.Cut(v, "."); ok && strings.HasPrefix(sid, "S-") && !strings.Contains(rest, ".") {
-					secret("refresh token secret", rest, issuer)
-				}
-			}
-			evs := events(g, url.Values{})
-			if len(evs) < 20 {
-				t.Fatalf("only %d audit events", len(evs))
-			}
-			evText, _ := json.Marshal(evs)
-			logText := logs.String()
-			if !strings.Contains(logText, `"msg":"request"`) {
-				t.Fatalf("the log was not captured: %.200s", logText)
-			}
-			rec.mu.Lock()
-			answers := slices.Clone(rec.all)
-			rec.mu.Unlock()
-			for v, issuer := range secrets {
-				name := v[:4] + "…"
-				if strings.Contains(logText, v) {
-					t.Errorf("secret %s is in the log", name)
-				}
-				if bytes.Contains(evText, []byte(v)) {
-					t.Errorf("secret %s is in an audit event", name)
-				}
-				for j, a := range answers {
-					if j != issuer && strings.Contains(a.text, v) {
-						t.Errorf("secret %s (issued by answer %d) is in answer %d to %s", name, issuer, j, a.what)
+			// The watch saw every kind of secret, each issuer where it
+			// should be.
+			w := g.w
+			w.mu.Lock()
+			for what, v := range map[string]string{"temporary password": temp, "new password": clerkPW, "enrollment code": code,
+				"refresh token": oldRefresh, "access token": ctok, "bootstrap enrollment code": s.Boot.EnrollmentCode} {
+				issuer, ok := w.secrets[v]
+				switch {
+				case !ok:
+					t.Errorf("the watch missed the %s", what)
+				case what == "new password" || what == "bootstrap enrollment code":
+					if issuer != -1 {
+						t.Errorf("the %s was issued by answer %d", what, issuer)
 					}
+				case issuer < 0:
+					t.Errorf("the watch has no issuer for the %s", what)
 				}
 			}
-			t.Logf("%d secrets, %d answers, %d audit events, %d log bytes checked", len(secrets), len(answers), len(evs), len(logText))
+			t.Logf("%d secrets, %d answers watched", len(w.secrets), len(w.answers))
+			w.mu.Unlock()
+
+			// And it would tell: an answer that echoes a password is a leak.
+			planted := &watch{log: w.log, secrets: map[string]int{clerkPW: -1}, answers: []recordedAnswer{{"planted", `{"detail":"` + clerkPW + `"}`}}}
+			if got := planted.leaks(w.log.String(), nil); len(got) != 1 || !strings.Contains(got[0], "answer 0") {
+				t.Errorf("a planted leak was reported as %v", got)
+			}
 		})
 	}
 }
@@ -1154,8 +1241,7 @@ func TestNoSecretLeaks(t *testing.T) {
 func TestLoginTerminalChecks(t *testing.T) {
 	for _, b := range servertest.Backends {
 		t.Run(b.Name, func(t *testing.T) {
-			s := servertest.Start(t, b)
-			g := newGate(t, s)
+			_, g := startWatched(t, b)
 			setPolicy(g, allowPasswords)
 			siteWithTerminal(g, "kita", "kita-01")
 			op, pw := newClerk(g, "honcho", "3016", "counter_clerk", "admin-console")

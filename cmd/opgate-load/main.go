@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -29,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/opgate/opgate/authn"
@@ -54,7 +56,7 @@ func run() error {
 	cards := flag.Int("cards", 64, "virtual cards (one operator each)")
 	workers := flag.Int("concurrency", 32, "concurrent logins")
 	duration := flag.Duration("duration", 10*time.Second, "how long to log in")
-	dbURL := flag.String("db", "", "postgres:// URL; empty: a SQLite file in a temporary directory")
+	dbURL := flag.String("db", "", "postgres:// URL of a server; a fresh database is made there and dropped after. Empty: a SQLite file in a temporary directory")
 	redisURL := flag.String("redis", "", "redis:// URL; empty: in-process ephemeral state")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the login phase to this file")
 	mode := flag.String("mode", "card", "card: card logins; password: password logins (policy allowing them)")
@@ -68,9 +70,14 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	url := *dbURL
-	if url == "" {
-		url = "sqlite:" + filepath.Join(dir, "opgate.db")
+	url := "sqlite:" + filepath.Join(dir, "opgate.db")
+	if *dbURL != "" {
+		fresh, drop, err := freshDatabase(ctx, *dbURL)
+		if err != nil {
+			return err
+		}
+		defer drop()
+		url = fresh
 	}
 	st, err := server.OpenStore(ctx, url)
 	if err != nil {
@@ -501,4 +508,29 @@ func passwordRun(c *client, admin string, n, workers int, d time.Duration) error
 		fmt.Printf("share of a password login's time spent in argon2id: %.0f%%\n", 100*perHash/perLogin)
 	}
 	return nil
+}
+
+// freshDatabase creates an empty database on the server of base, so that
+// a run never touches existing data, and returns its URL and a function
+// that drops it.
+func freshDatabase(ctx context.Context, base string) (string, func(), error) {
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		return "", nil, fmt.Errorf("-db: %w", err)
+	}
+	name := "opgate_load_" + randomHex()
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		conn.Close(ctx)
+		return "", nil, err
+	}
+	u, err := neturl.Parse(base)
+	if err != nil {
+		conn.Close(ctx)
+		return "", nil, errors.New("-db is not a URL")
+	}
+	u.Path = "/" + name
+	return u.String(), func() {
+		_, _ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+		conn.Close(context.Background())
+	}, nil
 }

@@ -94,7 +94,7 @@ func Open(ctx context.Context, url string, o Options) (*sqlstore.DB, error) {
 		return nil, err
 	}
 	s := sqlstore.New(db, db, dialect)
-	s.EnableGroupCommit()
+	s.EnableGroupCommit(1)
 	return s, nil
 }
 

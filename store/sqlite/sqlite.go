@@ -101,7 +101,7 @@ func Open(ctx context.Context, path string) (*sqlstore.DB, error) {
 	}
 	r.SetMaxOpenConns(4)
 	s := sqlstore.New(w, r, dialect)
-	s.EnableGroupCommit()
+	s.EnableGroupCommit(1)
 	return s, nil
 }
 

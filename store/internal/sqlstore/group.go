@@ -38,12 +38,17 @@ type grouper struct {
 	wg    sync.WaitGroup
 }
 
-// EnableGroupCommit starts the committer. Call it once, before use; Close
-// stops it.
-func (db *DB) EnableGroupCommit() {
+// EnableGroupCommit starts n committers, each batching on a connection
+// of its own. One suits an engine with one writer (SQLite); several let a
+// server with row locks (PostgreSQL) run batches' statements side by side,
+// while the chain's head lock still orders their commits. Call it once,
+// before use; Close stops them.
+func (db *DB) EnableGroupCommit(n int) {
 	g := &grouper{db: db, queue: make(chan request, 1024), stop: make(chan struct{})}
-	g.wg.Add(1)
-	go g.loop()
+	for range max(n, 1) {
+		g.wg.Add(1)
+		go g.loop()
+	}
 	db.group = g
 }
 
