@@ -48,7 +48,7 @@ func VerifyChain(ctx context.Context, src Source) (Result, error) {
 		parts = min(runtime.GOMAXPROCS(0), int((headSeq-anchor.Seq)/minPart))
 	}
 	if parts <= 1 {
-		return verifyPart(ctx, src, anchor, headSeq, headHash, true)
+		return verifyPart(ctx, src, anchor, headSeq, headHash)
 	}
 	// Cut points, and the anchors that start each part.
 	bounds := make([]int64, parts+1)
@@ -61,7 +61,7 @@ func VerifyChain(ctx context.Context, src Source) (Result, error) {
 		if err != nil {
 			// A missing event at a cut point is a broken chain; let a
 			// single walk name the first bad event.
-			return verifyPart(ctx, src, anchor, headSeq, headHash, true)
+			return verifyPart(ctx, src, anchor, headSeq, headHash)
 		}
 		anchors[i] = Anchor{Seq: bounds[i], Hash: h}
 	}
@@ -72,11 +72,10 @@ func VerifyChain(ctx context.Context, src Source) (Result, error) {
 		wg.Go(func() {
 			part := rangeSource{rs, bounds[i+1]}
 			var endHash []byte
-			last := i == parts-1
-			if last {
+			if i == parts-1 {
 				endHash = headHash
 			}
-			results[i], errs[i] = verifyPart(ctx, part, anchors[i], bounds[i+1], endHash, last)
+			results[i], errs[i] = verifyPart(ctx, part, anchors[i], bounds[i+1], endHash)
 		})
 	}
 	wg.Wait()
@@ -106,9 +105,9 @@ func (r rangeSource) ScanAudit(ctx context.Context, after int64, fn func(Event) 
 	return r.ScanAuditRange(ctx, after, r.through, fn)
 }
 
-// verifyPart walks from anchor to endSeq. With checkHash it also compares
-// the last hash with endHash (the recorded head, for the last part).
-func verifyPart(ctx context.Context, src Source, anchor Anchor, endSeq int64, endHash []byte, checkHash bool) (Result, error) {
+// verifyPart walks from anchor to endSeq and, unless endHash is nil,
+// compares the last hash with it (the recorded head, for the last part).
+func verifyPart(ctx context.Context, src Source, anchor Anchor, endSeq int64, endHash []byte) (Result, error) {
 	v := NewVerifier(anchor)
 	err := src.ScanAudit(ctx, anchor.Seq, func(e Event) error {
 		// Events appended after the head was read belong to the next walk.
@@ -118,18 +117,12 @@ func verifyPart(ctx context.Context, src Source, anchor Anchor, endSeq int64, en
 		return v.Next(e)
 	})
 	if err == nil || errors.Is(err, errStop) {
-		err = nil
-		if seq, hash, _ := v.Head(); seq != endSeq || checkHash {
-			// A part ends where the next begins; only the last part's
-			// end is compared with the recorded head's hash.
-			if !checkHash {
-				hash = nil
-			}
-			err = v.Finish(endSeq, hash)
-			if checkHash {
-				err = v.Finish(endSeq, endHash)
-			}
+		if endHash == nil {
+			// A part that is not the last ends where the next begins; the
+			// next part checks the link from this end.
+			_, endHash, _ = v.Head()
 		}
+		err = v.Finish(endSeq, endHash)
 	}
 	seq, hash, n := v.Head()
 	res := Result{OK: err == nil, Events: n, HeadSeq: seq, HeadHash: hash}

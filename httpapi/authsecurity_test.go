@@ -631,9 +631,9 @@ func TestSprayingLimitedPerTerminal(t *testing.T) {
 				problemIs(t, fmt.Sprintf("spray %d", i), passwordLogin(g, fmt.Sprintf("OP-SPRAY%03d", i), "Haru-2027-natsu", "honcho-01"), 401, "invalid_credentials")
 			}
 			for what, r := range map[string]servertest.Response{
-				"password login":  passwordLogin(g, op, pw, "honcho-01"),
-				"card login":      g.do("POST", "/v1/login/card/begin", "", map[string]any{"terminal_id": "honcho-01"}),
-				"unknown again":   passwordLogin(g, "OP-SPRAY000", "Haru-2027-natsu", "honcho-01"),
+				"password login": passwordLogin(g, op, pw, "honcho-01"),
+				"card login":     g.do("POST", "/v1/login/card/begin", "", map[string]any{"terminal_id": "honcho-01"}),
+				"unknown again":  passwordLogin(g, "OP-SPRAY000", "Haru-2027-natsu", "honcho-01"),
 				"other operator": passwordLogin(g, other, "whatever-1234", "honcho-01"),
 			} {
 				problemIs(t, "after spraying, "+what, r, 429, "rate_limited")
