@@ -39,8 +39,10 @@ func (m *memChain) AuditHashAt(_ context.Context, seq int64) ([]byte, error) {
 	return nil, fmt.Errorf("no event %d", seq)
 }
 
-func (m *memChain) AuditHead(context.Context) (int64, []byte, error) { return m.head.Seq, m.head.Hash, nil }
-func (m *memChain) AuditAnchor(context.Context) (Anchor, error)      { return Anchor{}, nil }
+func (m *memChain) AuditHead(context.Context) (int64, []byte, error) {
+	return m.head.Seq, m.head.Hash, nil
+}
+func (m *memChain) AuditAnchor(context.Context) (Anchor, error) { return Anchor{}, nil }
 
 func newMemChain(n int) *memChain {
 	m := &memChain{}
