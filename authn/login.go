@@ -368,6 +368,13 @@ func (l *Logins) Password(ctx context.Context, c Client, operator, password stri
 		return Login{}, err
 	}
 	op := NormalizeOperatorID(operator)
+	if !p.Allows(policy.MethodPassword) {
+		// Not a method of this policy: no credential is judged, the
+		// answer and its cost are those of any failure.
+		DummyVerify(l.cfg.PasswordParams)
+		l.auditRefusal(ctx, op, c, ReasonMethodNotAllowed, "login")
+		return Login{}, ErrInvalidCredentials
+	}
 	var rec PasswordRecord
 	err = l.cfg.DB.View(ctx, func(tx LoginTx) (err error) {
 		if _, err = tx.GetOperator(ctx, op); err != nil {
@@ -397,13 +404,6 @@ func (l *Logins) Password(ctx context.Context, c Client, operator, password stri
 	ok, verr := VerifyPassword(rec.Hash, password)
 	if verr != nil || !ok {
 		return Login{}, l.fail(ctx, op, slot, c, ReasonBadPassword, Card{}, false)
-	}
-	if !p.Allows(policy.MethodPassword) {
-		// The password was right, but this method is not allowed here:
-		// refused like a failure, without counting against the operator.
-		l.abandon(ctx, op, slot)
-		l.auditRefusal(ctx, op, c, ReasonMethodNotAllowed, "operator:"+string(op))
-		return Login{}, ErrInvalidCredentials
 	}
 	return l.complete(ctx, op, slot, c, p, nil, 0, nil)
 }
