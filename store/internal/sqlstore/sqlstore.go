@@ -51,7 +51,8 @@ type DB struct {
 	mu    sync.Mutex
 	stmts map[string]string // rebound queries, by source text
 
-	group *grouper // nil: every InTx is a transaction of its own
+	group     *grouper // nil: every InTx is a transaction of its own
+	closeOnce sync.Once
 
 	// Statements prepared on the writer pool, for engines whose driver
 	// does not cache them (Dialect.PrepareWrites).
@@ -104,6 +105,11 @@ func (db *DB) translate(err error) error {
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
+	}
+	// database/sql does not export its "closed" error; a store that was
+	// closed under a request is unavailable, not broken.
+	if errors.Is(err, sql.ErrConnDone) || errors.Is(err, errClosed) || strings.Contains(err.Error(), "sql: database is closed") {
+		return fmt.Errorf("%w: %v", store.ErrUnavailable, err)
 	}
 	return db.D.Translate(err)
 }
@@ -216,6 +222,12 @@ func (db *DB) Ping(ctx context.Context) error {
 
 // Close stops the committer and closes both pools.
 func (db *DB) Close() error {
+	var err error
+	db.closeOnce.Do(func() { err = db.close() })
+	return err
+}
+
+func (db *DB) close() error {
 	if db.group != nil {
 		db.group.close()
 	}
