@@ -1,0 +1,94 @@
+package httpapi_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/opgate/opgate/authn"
+	"github.com/opgate/opgate/internal/servertest"
+	"github.com/opgate/opgate/store"
+)
+
+// TestIntrospectionWithServiceKey: a service key (opgate service add)
+// introspects tokens; a wrong key, or an operator without audit.read, may
+// not; an ended session is inactive.
+func TestIntrospectionWithServiceKey(t *testing.T) {
+	s := servertest.Start(t, servertest.Backends[0])
+	ctx := context.Background()
+	key, err := authn.AddServiceKey(ctx, store.Runner[authn.ServiceTx]{S: s.App.Store}, "jumin-kiroku", s.Clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := authn.AddServiceKey(ctx, store.Runner[authn.ServiceTx]{S: s.App.Store}, "jumin-kiroku", s.Clock.Now()); err == nil {
+		t.Fatal("a second key of one name was added")
+	}
+	op := s.Must(201, "POST", "/v1/operators", s.Admin, map[string]any{"staff_number": "5001", "name": "窓口 花子", "site_id": "honcho", "employment_type": "regular"}).Map(t)
+	id := op["operator_id"].(string)
+	s.Must(201, "POST", "/v1/operators/"+id+"/grants", s.Admin, map[string]any{"role_id": "counter_clerk", "site_id": "honcho", "reason": "配属"})
+	clerk := s.Token(opID(id), "honcho", "admin-console")
+
+	got := s.Must(200, "POST", "/v1/introspect", key, map[string]any{"token": clerk}).Map(t)
+	if got["active"] != true || got["sub"] != id || got["site_id"] != "honcho" || got["terminal_id"] != "admin-console" || got["sid"] == nil || got["exp"] == nil {
+		t.Fatalf("introspection: %v", got)
+	}
+	s.Must(401, "POST", "/v1/introspect", "opgsk_not-a-key", map[string]any{"token": clerk})
+	s.Must(403, "POST", "/v1/introspect", clerk, map[string]any{"token": clerk})
+	s.Must(200, "POST", "/v1/introspect", s.Admin, map[string]any{"token": clerk})
+
+	s.Must(204, "POST", "/v1/logout", clerk, nil)
+	if got := s.Must(200, "POST", "/v1/introspect", key, map[string]any{"token": clerk}).Map(t); got["active"] != false || len(got) != 1 {
+		t.Fatalf("after logout: %v", got)
+	}
+}
+
+// TestKeyRotationReachesRunningServers: a key added by `opgate keys
+// rotate` signs the next tokens on every replica after one sweep; the old
+// key keeps verifying its tokens, and is published, until it retires.
+func TestKeyRotationReachesRunningServers(t *testing.T) {
+	s := servertest.Start(t, servertest.Backends[0])
+	other := servertest.Join(t, s.Shared(), s.Clock)
+	ctx := context.Background()
+	jwks := func(srv *servertest.Server) []string {
+		var doc struct {
+			Keys []struct {
+				Kid string `json:"kid"`
+			} `json:"keys"`
+		}
+		srv.Must(200, "GET", "/.well-known/jwks.json", "", nil).JSON(t, &doc)
+		var ids []string
+		for _, k := range doc.Keys {
+			ids = append(ids, k.Kid)
+		}
+		return ids
+	}
+	before := jwks(s)
+	if len(before) != 1 {
+		t.Fatalf("keys before rotation: %v", before)
+	}
+	oldToken := s.Admin
+	k, err := authn.RotateSigningKeys(ctx, store.Runner[authn.KeyTx]{S: s.App.Store}, s.Clock.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := s.Clock.Now().Add(-time.Minute)
+	s.App.Sweep(ctx, since)
+	other.App.Sweep(ctx, since)
+	for _, srv := range []*servertest.Server{s, other} {
+		if got := jwks(srv); len(got) != 2 {
+			t.Fatalf("keys after rotation: %v", got)
+		}
+		srv.Must(200, "GET", "/v1/me", oldToken, nil)
+	}
+	newToken := other.Token(s.Boot.OperatorID, "honcho", "admin-console")
+	s.Must(200, "GET", "/v1/me", newToken, nil)
+	if got := s.Must(200, "POST", "/v1/introspect", s.Admin, map[string]any{"token": newToken}).Map(t); got["active"] != true {
+		t.Fatalf("new token: %v", got)
+	}
+	// After the old key retires it is neither published nor trusted.
+	s.Clock.Advance(time.Hour + time.Second)
+	s.App.Sweep(ctx, since)
+	if got := jwks(s); len(got) != 1 || got[0] != k.ID {
+		t.Fatalf("keys after retirement: %v, want [%s]", got, k.ID)
+	}
+}
