@@ -291,6 +291,11 @@ func (l *Logins) FinishCard(ctx context.Context, c Client, loginID string, crede
 	if err != nil {
 		return Login{}, err
 	}
+	if !needsPassword(p) {
+		return l.finishCardInTx(ctx, c, st, credential, p, now)
+	}
+	// Card and password: the password's hash must not be computed while
+	// the operator's row is locked, so an attempt slot is taken first.
 	var (
 		card     Card
 		slot     string
@@ -505,8 +510,7 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 		amr = []string{"hwk", "user"}
 		// A site that requires card and password asks for both in one
 		// finish call.
-		needPassword := !p.Allows(policy.MethodCard) && p.Allows(policy.MethodCardPassword)
-		if needPassword {
+		if needsPassword(p) {
 			if password == nil || rec.Hash == "" {
 				if rec.Hash == "" {
 					DummyVerify(l.cfg.PasswordParams)
@@ -530,32 +534,7 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 		if err != nil {
 			return err
 		}
-		if err := tx.PutLock(ctx, Succeed(lk, slot)); err != nil {
-			return err
-		}
-		o.LastLoginAt = now
-		if err := tx.UpdateOperator(ctx, o); err != nil {
-			return err
-		}
-		st := Start{OperatorID: op, SiteID: t.SiteID, TerminalID: t.ID, AMR: amr, PasswordChangeRequired: mustChange}
-		if card != nil {
-			cd, err := tx.GetCard(ctx, card.ID)
-			if err != nil {
-				return err
-			}
-			cd.SignCount = signCount
-			if err := tx.UpdateCard(ctx, cd); err != nil {
-				return err
-			}
-			st.CardID = card.ID
-		}
-		iss, err := l.cfg.Sessions.StartIn(ctx, tx, st)
-		if err != nil {
-			return err
-		}
-		out.Issued = iss
-		_, err = tx.AppendAudit(ctx, audit.Event{Type: audit.LoginSucceeded, At: now, ActorID: op, OperatorID: op, SiteID: t.SiteID,
-			TerminalID: t.ID, Resource: "session:" + string(iss.Session.ID), Data: audit.D(map[string]any{"amr": amr, "card_id": string(st.CardID), "addr": c.Addr})})
+		out.Issued, err = l.succeedIn(ctx, tx, o, Succeed(lk, slot), t, card, signCount, amr, mustChange, c, now)
 		return err
 	})
 	if err != nil {
@@ -571,6 +550,38 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 		out.PasswordExpiresSoon = rec.ExpiresAt.Sub(now) < 14*24*time.Hour
 	}
 	return out, nil
+}
+
+// succeedIn records a successful login inside tx: the lock state given,
+// the last login, the card's counter, the new session and its event.
+func (l *Logins) succeedIn(ctx context.Context, tx LoginTx, o lifecycle.Operator, lk lifecycle.Lock, t lifecycle.Terminal, card *Card, signCount uint32,
+	amr []string, mustChange bool, c Client, now time.Time) (Issued, error) {
+	if err := tx.PutLock(ctx, lk); err != nil {
+		return Issued{}, err
+	}
+	o.LastLoginAt = now
+	if err := tx.UpdateOperator(ctx, o); err != nil {
+		return Issued{}, err
+	}
+	st := Start{OperatorID: o.ID, SiteID: t.SiteID, TerminalID: t.ID, AMR: amr, PasswordChangeRequired: mustChange}
+	if card != nil {
+		cd, err := tx.GetCard(ctx, card.ID)
+		if err != nil {
+			return Issued{}, err
+		}
+		cd.SignCount = signCount
+		if err := tx.UpdateCard(ctx, cd); err != nil {
+			return Issued{}, err
+		}
+		st.CardID = card.ID
+	}
+	iss, err := l.cfg.Sessions.StartIn(ctx, tx, st)
+	if err != nil {
+		return Issued{}, err
+	}
+	_, err = tx.AppendAudit(ctx, audit.Event{Type: audit.LoginSucceeded, At: now, ActorID: o.ID, OperatorID: o.ID, SiteID: t.SiteID,
+		TerminalID: t.ID, Resource: "session:" + string(iss.Session.ID), Data: audit.D(map[string]any{"amr": amr, "card_id": string(st.CardID), "addr": c.Addr})})
+	return iss, err
 }
 
 // policy is the policy in force. A policy that cannot be read is a store
@@ -634,8 +645,8 @@ func (l *Logins) fail(ctx context.Context, op opgate.OperatorID, slot string, c 
 		return err
 	}
 	now := l.clk.Now()
-	var locked bool
 	var lk lifecycle.Lock
+	var locked bool
 	err = l.cfg.DB.InTx(ctx, func(tx LoginTx) error {
 		o, err := tx.GetOperatorForUpdate(ctx, op)
 		if err != nil {
@@ -644,38 +655,7 @@ func (l *Logins) fail(ctx context.Context, op opgate.OperatorID, slot string, c 
 		if lk, err = tx.GetLock(ctx, op); err != nil {
 			return err
 		}
-		lk, locked = Fail(p.Lockout, lk, slot, now)
-		if err := tx.PutLock(ctx, lk); err != nil {
-			return err
-		}
-		resource := "operator:" + string(op)
-		d := map[string]any{"reason": reason, "addr": c.Addr, "failures": len(lk.Recent)}
-		if card.ID != "" {
-			resource = "card:" + string(card.ID)
-			if clone {
-				// Flag the card for the anomaly report (possible clone).
-				cd, err := tx.GetCard(ctx, card.ID)
-				if err != nil {
-					return err
-				}
-				cd.CloneSuspected = true
-				if err := tx.UpdateCard(ctx, cd); err != nil {
-					return err
-				}
-			}
-		}
-		if _, err := tx.AppendAudit(ctx, audit.Event{Type: audit.LoginFailed, At: now, OperatorID: op, SiteID: o.SiteID, TerminalID: c.TerminalID,
-			Resource: resource, Reason: reason, Data: audit.D(d)}); err != nil {
-			return err
-		}
-		if locked {
-			ld := map[string]any{"permanent": lk.Permanent, "locks_in_row": lk.LocksInRow}
-			if !lk.Until.IsZero() {
-				ld["locked_until"] = lk.Until.Format(time.RFC3339Nano)
-			}
-			_, err = tx.AppendAudit(ctx, audit.Event{Type: audit.AccountLocked, At: now, OperatorID: op, SiteID: o.SiteID, TerminalID: c.TerminalID,
-				Resource: "operator:" + string(op), Reason: "too many failed logins", Data: audit.D(ld)})
-		}
+		lk, locked, err = l.failIn(ctx, tx, p.Lockout, o, lk, slot, c, reason, card, clone, now)
 		return err
 	})
 	if err != nil {
@@ -688,19 +668,67 @@ func (l *Logins) fail(ctx context.Context, op opgate.OperatorID, slot string, c 
 	return ErrInvalidCredentials
 }
 
+// failIn records a judged failure of operator o, whose lock row tx holds.
+func (l *Logins) failIn(ctx context.Context, tx LoginTx, p policy.Lockout, o lifecycle.Operator, lk lifecycle.Lock, slot string, c Client, reason string, card Card, clone bool, now time.Time) (lifecycle.Lock, bool, error) {
+	lk, locked := Fail(p, lk, slot, now)
+	if err := tx.PutLock(ctx, lk); err != nil {
+		return lk, false, err
+	}
+	resource := "operator:" + string(o.ID)
+	d := map[string]any{"reason": reason, "addr": c.Addr, "failures": len(lk.Recent)}
+	if card.ID != "" {
+		resource = "card:" + string(card.ID)
+		if clone {
+			// Flag the card for the anomaly report (possible clone).
+			cd, err := tx.GetCard(ctx, card.ID)
+			if err != nil {
+				return lk, false, err
+			}
+			cd.CloneSuspected = true
+			if err := tx.UpdateCard(ctx, cd); err != nil {
+				return lk, false, err
+			}
+		}
+	}
+	if _, err := tx.AppendAudit(ctx, audit.Event{Type: audit.LoginFailed, At: now, OperatorID: o.ID, SiteID: o.SiteID, TerminalID: c.TerminalID,
+		Resource: resource, Reason: reason, Data: audit.D(d)}); err != nil {
+		return lk, false, err
+	}
+	if locked {
+		ld := map[string]any{"permanent": lk.Permanent, "locks_in_row": lk.LocksInRow}
+		if !lk.Until.IsZero() {
+			ld["locked_until"] = lk.Until.Format(time.RFC3339Nano)
+		}
+		if _, err := tx.AppendAudit(ctx, audit.Event{Type: audit.AccountLocked, At: now, OperatorID: o.ID, SiteID: o.SiteID, TerminalID: c.TerminalID,
+			Resource: "operator:" + string(o.ID), Reason: "too many failed logins", Data: audit.D(ld)}); err != nil {
+			return lk, false, err
+		}
+	}
+	return lk, locked, nil
+}
+
 // failUnknown records a failure that names no known operator: nothing to
 // lock, but the spraying counter and the history hear of it.
 func (l *Logins) failUnknown(ctx context.Context, c Client, op opgate.OperatorID, reason string) {
 	ctx = context.WithoutCancel(ctx)
 	now := l.clk.Now()
 	_ = l.cfg.DB.InTx(ctx, func(tx LoginTx) error {
-		_, err := tx.AppendAudit(ctx, audit.Event{Type: audit.LoginFailed, At: now, TerminalID: c.TerminalID, Resource: "login",
-			Reason: reason, Data: audit.D(map[string]any{"reason": reason, "addr": c.Addr, "claimed_operator": truncateID(op)})})
+		_, err := tx.AppendAudit(ctx, unknownEvent(c, op, reason, now))
 		return err
 	})
 	if p, err := l.cfg.Policy.Policy(ctx); err == nil {
 		l.spray(ctx, c, op, now, p.Lockout)
 	}
+}
+
+func unknownEvent(c Client, op opgate.OperatorID, reason string, now time.Time) audit.Event {
+	return audit.Event{Type: audit.LoginFailed, At: now, TerminalID: c.TerminalID, Resource: "login",
+		Reason: reason, Data: audit.D(map[string]any{"reason": reason, "addr": c.Addr, "claimed_operator": truncateID(op)})}
+}
+
+func refusalEvent(op opgate.OperatorID, c Client, reason, resource string, now time.Time) audit.Event {
+	return audit.Event{Type: audit.LoginFailed, At: now, OperatorID: op, TerminalID: c.TerminalID, Resource: resource,
+		Reason: reason, Data: audit.D(map[string]any{"reason": reason, "addr": c.Addr, "counted": false})}
 }
 
 func truncateID(op opgate.OperatorID) string {
@@ -716,8 +744,7 @@ func (l *Logins) auditRefusal(ctx context.Context, op opgate.OperatorID, c Clien
 	ctx = context.WithoutCancel(ctx)
 	now := l.clk.Now()
 	_ = l.cfg.DB.InTx(ctx, func(tx LoginTx) error {
-		_, err := tx.AppendAudit(ctx, audit.Event{Type: audit.LoginFailed, At: now, OperatorID: op, TerminalID: c.TerminalID, Resource: resource,
-			Reason: reason, Data: audit.D(map[string]any{"reason": reason, "addr": c.Addr, "counted": false})})
+		_, err := tx.AppendAudit(ctx, refusalEvent(op, c, reason, resource, now))
 		return err
 	})
 }
