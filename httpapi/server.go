@@ -106,6 +106,7 @@ func New(cfg Config) (*Server, error) {
 	s.metrics = newMetrics(s.reg)
 	s.register()
 	s.registerAuth()
+	s.registerCheck()
 	return s, nil
 }
 

@@ -1,0 +1,96 @@
+package httpapi_test
+
+import (
+	"testing"
+
+	"github.com/opgate/opgate/internal/servertest"
+)
+
+// TestDecisionPoint walks the decision point's conditions and checks that
+// every answer, allowed or refused, is in the history before it is given.
+func TestDecisionPoint(t *testing.T) {
+	for _, b := range servertest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			s := servertest.Start(t, b)
+			admin := s.Admin
+			s.Must(201, "POST", "/v1/sites", admin, map[string]any{"site_id": "kita", "name": "北支所", "municipality_code": "132152"})
+			s.Must(201, "POST", "/v1/terminals", admin, map[string]any{"terminal_id": "honcho-01", "site_id": "honcho", "name": "窓口1"})
+			issue := func(staff, role string) string {
+				op := s.Must(201, "POST", "/v1/operators", admin, map[string]any{"staff_number": staff, "name": "窓口 職員", "site_id": "honcho", "employment_type": "regular"}).Map(t)
+				id := op["operator_id"].(string)
+				g := s.Must(201, "POST", "/v1/operators/"+id+"/grants", admin, map[string]any{"role_id": role, "site_id": "honcho", "reason": "配属"}).Map(t)
+				if g["status"] == "pending_approval" {
+					t.Fatalf("%s needs approval", role)
+				}
+				return id
+			}
+			clerk := issue("7001", "counter_clerk")
+			clerkTok := s.Token(opID(clerk), "honcho", "honcho-01")
+			atKita := s.Token(opID(clerk), "kita", "kita-01") // a session at another site's terminal
+			resident := func(site string, restricted bool) map[string]any {
+				return map[string]any{"type": "resident", "id": "R-0001", "site_id": site, "restricted": restricted}
+			}
+			for _, tc := range []struct {
+				name   string
+				token  string
+				body   map[string]any
+				allow  bool
+				reason string
+			}{
+				{"clerk reads a resident of the site", clerkTok, map[string]any{"action": "resident.read", "resource": resident("honcho", false)}, true, "allowed"},
+				{"not a duty of the role", clerkTok, map[string]any{"action": "grant.manage", "resource": resident("honcho", false)}, false, "no_grant"},
+				{"another site's record", clerkTok, map[string]any{"action": "resident.read", "resource": resident("kita", false)}, false, "other_site"},
+				{"a terminal of another site", atKita, map[string]any{"action": "resident.read", "resource": resident("honcho", false)}, false, "terminal_site_mismatch"},
+				{"restricted record without the permission", clerkTok, map[string]any{"action": "resident.read", "resource": resident("honcho", true), "purpose": "窓口交付"}, false, "restricted_needs_permission"},
+				{"unknown action", clerkTok, map[string]any{"action": "resident.delete_all", "resource": resident("honcho", false)}, false, "unknown_action"},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					got := s.Must(200, "POST", "/v1/authz/check", tc.token, tc.body).Map(t)
+					if got["allowed"] != tc.allow || got["reason"] != tc.reason || got["decision_id"] == "" {
+						t.Fatalf("got %v, want allowed=%v reason=%s", got, tc.allow, tc.reason)
+					}
+					// Recorded before the answer.
+					evs := s.Must(200, "GET", "/v1/audit/events?type=authz.decided&operator_id="+clerk+"&limit=1000", admin, nil).Map(t)["items"].([]any)
+					last := evs[len(evs)-1].(map[string]any)
+					if d := last["data"].(map[string]any); d["decision_id"] != got["decision_id"] || d["allowed"] != tc.allow {
+						t.Fatalf("last decision recorded %v, answered %v", d, got)
+					}
+				})
+			}
+			// Restricted records: the dedicated role's permission and a purpose.
+			s.Must(201, "POST", "/v1/roles", admin, map[string]any{"role_id": "dv_support", "name": "支援措置担当", "permissions": []string{"resident.read", "resident.read_restricted"}})
+			sup := s.Must(201, "POST", "/v1/operators", admin, map[string]any{"staff_number": "7002", "name": "支援 担当", "site_id": "honcho", "employment_type": "regular"}).Map(t)["operator_id"].(string)
+			g := s.Must(201, "POST", "/v1/operators/"+sup+"/grants", admin, map[string]any{"role_id": "dv_support", "site_id": "honcho", "reason": "支援措置"}).Map(t)
+			// A high-risk role waits for a second person.
+			if g["status"] != "pending_approval" {
+				t.Fatalf("dv_support grant: %v", g)
+			}
+			supTok := s.Token(opID(sup), "honcho", "honcho-01")
+			restricted := map[string]any{"action": "resident.read", "resource": resident("honcho", true)}
+			if got := s.Must(200, "POST", "/v1/authz/check", supTok, restricted).Map(t); got["reason"] != "no_grant" {
+				t.Fatalf("pending grant counted: %v", got)
+			}
+			// The requester may not approve; a section chief of the site may.
+			s.Must(403, "POST", "/v1/grants/"+g["grant_id"].(string)+"/approve", admin, map[string]any{"reason": "自分の申請"})
+			chief := issue("7003", "section_chief")
+			chiefTok := s.Token(opID(chief), "honcho", "honcho-01")
+			s.Must(200, "POST", "/v1/grants/"+g["grant_id"].(string)+"/approve", chiefTok, map[string]any{"reason": "支援措置の決定による"})
+			if got := s.Must(200, "POST", "/v1/authz/check", supTok, restricted).Map(t); got["reason"] != "purpose_required" {
+				t.Fatalf("restricted without purpose: %v", got)
+			}
+			restricted["purpose"] = "住民票の写しの交付（本人確認済み）"
+			if got := s.Must(200, "POST", "/v1/authz/check", supTok, restricted).Map(t); got["allowed"] != true {
+				t.Fatalf("restricted with purpose: %v", got)
+			}
+			bulk := map[string]any{"action": "resident.bulk_export", "resource": resident("honcho", false)}
+			s.Must(201, "POST", "/v1/roles", admin, map[string]any{"role_id": "exporter", "name": "一括出力", "permissions": []string{"resident.bulk_export"}})
+			ge := s.Must(201, "POST", "/v1/operators/"+sup+"/grants", admin, map[string]any{"role_id": "exporter", "site_id": "honcho", "reason": "統計"}).Map(t)
+			s.Must(200, "POST", "/v1/grants/"+ge["grant_id"].(string)+"/approve", chiefTok, map[string]any{"reason": "統計"})
+			if got := s.Must(200, "POST", "/v1/authz/check", supTok, bulk).Map(t); got["reason"] != "approval_required" {
+				t.Fatalf("bulk export without an approval: %v", got)
+			}
+			s.Must(400, "POST", "/v1/authz/check", supTok, map[string]any{"action": "resident.read", "resource": map[string]any{"type": "resident", "id": "R-1"}})
+			s.Must(400, "POST", "/v1/authz/check", supTok, map[string]any{"action": "resident.read", "resource": resident("honcho", true), "purpose": string(make([]byte, 501))})
+		})
+	}
+}
