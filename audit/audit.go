@@ -50,6 +50,8 @@ const (
 	EmergencyStopped      Type = "emergency.stopped"
 	EmergencyResumed      Type = "emergency.resumed"
 	AuthzDecided          Type = "authz.decided"
+	ApprovalRequested     Type = "approval.requested"
+	ApprovalApproved      Type = "approval.approved"
 	SiteCreated           Type = "site.created"
 	TerminalRegistered    Type = "terminal.registered"
 	TerminalRemoved       Type = "terminal.removed"

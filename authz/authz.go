@@ -114,6 +114,10 @@ type Tx interface {
 	GetRole(ctx context.Context, id opgate.RoleID) (roles.Role, error)
 	ListRoles(ctx context.Context) ([]roles.Role, error)
 	PutRole(ctx context.Context, r roles.Role) error
+	CreateApproval(ctx context.Context, a Approval) error
+	GetApproval(ctx context.Context, id string) (Approval, error)
+	ApproveApproval(ctx context.Context, id string, by opgate.OperatorID, at time.Time) error
+	UseApproval(ctx context.Context, id string, op opgate.OperatorID, action opgate.Permission, site opgate.SiteID, decision string, at time.Time) (bool, error)
 	AppendAudit(ctx context.Context, e audit.Event) (audit.Event, error)
 }
 

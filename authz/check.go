@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/opgate/opgate"
@@ -74,8 +76,17 @@ func (s *Service) Check(ctx context.Context, r CheckRequest, restrictedNeedsPurp
 			d = Decision{Reason: ReasonPurposeRequired}
 		case r.Action == roles.ResidentBulkExport:
 			// Bulk output needs a prior, per-use approval by the
-			// responsible manager (R3.6).
-			d = Decision{Reason: ReasonApprovalRequired}
+			// responsible manager (R3.6), used up by this decision: of
+			// concurrent checks naming one approval, one is allowed.
+			used := false
+			if r.ApprovalID != "" {
+				if used, err = tx.UseApproval(ctx, r.ApprovalID, r.OperatorID, r.Action, r.Resource.SiteID, out.ID, now); err != nil {
+					return err
+				}
+			}
+			if !used {
+				d = Decision{Reason: ReasonApprovalRequired}
+			}
 		}
 		out.Decision = d
 		data := map[string]any{"decision_id": out.ID, "action": string(r.Action), "resource_type": r.Resource.Type,
@@ -86,6 +97,9 @@ func (s *Service) Check(ctx context.Context, r CheckRequest, restrictedNeedsPurp
 		}
 		if d.GrantID != "" {
 			data["grant_id"] = string(d.GrantID)
+		}
+		if r.ApprovalID != "" {
+			data["approval_id"] = r.ApprovalID
 		}
 		_, err = tx.AppendAudit(ctx, audit.Event{Type: audit.AuthzDecided, At: now, ActorID: r.OperatorID, OperatorID: r.OperatorID,
 			SiteID: r.Resource.SiteID, TerminalID: r.TerminalID, Resource: r.Resource.Type + ":" + r.Resource.ID, Reason: d.Reason, Data: audit.D(data)})
@@ -103,4 +117,76 @@ func newDecisionID() string {
 	b := make([]byte, 10)
 	_, _ = rand.Read(b)
 	return "D-" + base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b)
+}
+
+// ApprovalTTL is how long a per-use approval may wait to be used.
+const ApprovalTTL = time.Hour
+
+// RequestApproval asks for a per-use approval of action at site; the
+// requester must hold the action there.
+func (s *Service) RequestApproval(ctx context.Context, a Actor, action opgate.Permission, site opgate.SiteID, reason string) (Approval, error) {
+	var fe []FieldError
+	if action != roles.ResidentBulkExport {
+		fe = append(fe, FieldError{"action", "only resident.bulk_export needs a per-use approval"})
+	}
+	if !roles.ValidID(string(site)) {
+		fe = append(fe, FieldError{"site_id", "a site ID"})
+	}
+	if reason == "" || len(reason) > 1000 {
+		fe = append(fe, FieldError{"reason", "required, at most 1000 bytes"})
+	}
+	if fe != nil {
+		return Approval{}, &ValidationError{Fields: fe}
+	}
+	if err := s.Require(ctx, a.ID, action, site); err != nil {
+		return Approval{}, err
+	}
+	now := s.clk.Now()
+	ap := Approval{ID: "AP-" + newDecisionID()[2:], Action: action, SiteID: site, RequestedBy: a.ID, Reason: reason,
+		CreatedAt: now, ExpiresAt: now.Add(ApprovalTTL), Status: ApprovalPending}
+	err := s.db.InTx(ctx, func(tx Tx) error {
+		if err := tx.CreateApproval(ctx, ap); err != nil {
+			return err
+		}
+		_, err := tx.AppendAudit(ctx, audit.Event{Type: audit.ApprovalRequested, At: now, ActorID: a.ID, OperatorID: a.ID, SiteID: site,
+			TerminalID: a.TerminalID, Resource: "approval:" + ap.ID, Reason: reason, Data: audit.D(map[string]any{"action": string(action)})})
+		return err
+	})
+	return ap, err
+}
+
+// ApproveApproval approves a pending request: a different person than the
+// requester, holding grant.approve (or grant.manage) at its site.
+func (s *Service) ApproveApproval(ctx context.Context, a Actor, id, reason string) (Approval, error) {
+	var ap Approval
+	err := s.db.View(ctx, func(tx Tx) (err error) { ap, err = tx.GetApproval(ctx, id); return })
+	if err != nil && !errors.Is(err, opgate.ErrNotFound) {
+		return ap, err
+	}
+	allowed := ap.ID != "" && (s.Require(ctx, a.ID, roles.GrantApprove, ap.SiteID) == nil || s.Require(ctx, a.ID, roles.GrantManage, ap.SiteID) == nil)
+	if !allowed {
+		if s.Require(ctx, a.ID, roles.GrantApprove, opgate.AllSites) == nil || s.Require(ctx, a.ID, roles.GrantManage, opgate.AllSites) == nil {
+			return Approval{}, ErrNotFound
+		}
+		return Approval{}, ErrForbidden
+	}
+	if ap.RequestedBy == a.ID {
+		return ap, ErrSelfGrant
+	}
+	now := s.clk.Now()
+	err = s.db.InTx(ctx, func(tx Tx) error {
+		if err := tx.ApproveApproval(ctx, id, a.ID, now); err != nil {
+			if errors.Is(err, opgate.ErrNotFound) {
+				return fmt.Errorf("%w: the approval is not pending", ErrConflict)
+			}
+			return err
+		}
+		if ap, err = tx.GetApproval(ctx, id); err != nil {
+			return err
+		}
+		_, err := tx.AppendAudit(ctx, audit.Event{Type: audit.ApprovalApproved, At: now, ActorID: a.ID, OperatorID: ap.RequestedBy, SiteID: ap.SiteID,
+			TerminalID: a.TerminalID, Resource: "approval:" + id, Reason: reason, Data: audit.D(map[string]any{"action": string(ap.Action)})})
+		return err
+	})
+	return ap, err
 }

@@ -65,3 +65,30 @@ type GrantFilter struct {
 	After      opgate.GrantID
 	Limit      int
 }
+
+// ApprovalStatus is where a per-use approval stands.
+type ApprovalStatus string
+
+// Approval states. An approved approval is used once, by the decision that
+// allows the action.
+const (
+	ApprovalPending  ApprovalStatus = "pending"
+	ApprovalApproved ApprovalStatus = "approved"
+	ApprovalUsed     ApprovalStatus = "used"
+)
+
+// Approval is a per-use approval of bulk output (R3.6).
+type Approval struct {
+	ID          string
+	Action      opgate.Permission
+	SiteID      opgate.SiteID
+	RequestedBy opgate.OperatorID
+	Reason      string
+	CreatedAt   time.Time
+	ExpiresAt   time.Time
+	Status      ApprovalStatus
+	ApprovedBy  opgate.OperatorID
+	ApprovedAt  time.Time
+	UsedAt      time.Time
+	UsedBy      string // the decision that used it
+}

@@ -11,6 +11,55 @@ import (
 
 func (s *Server) registerCheck() {
 	s.handle("POST", "/v1/authz/check", bearer, "", s.authzCheck)
+	s.handle("POST", "/v1/approvals", bearer, "", s.requestApproval)
+	s.handle("POST", "/v1/approvals/{id}/approve", bearer, "", s.approveApproval)
+}
+
+type approvalDTO struct {
+	ApprovalID  string            `json:"approval_id"`
+	Action      opgate.Permission `json:"action"`
+	SiteID      opgate.SiteID     `json:"site_id"`
+	Status      string            `json:"status"`
+	RequestedBy opgate.OperatorID `json:"requested_by"`
+	ApprovedBy  *string           `json:"approved_by"`
+	Reason      string            `json:"reason"`
+	CreatedAt   Time              `json:"created_at"`
+	ExpiresAt   Time              `json:"expires_at"`
+}
+
+func toApprovalDTO(a authz.Approval) approvalDTO {
+	return approvalDTO{a.ID, a.Action, a.SiteID, string(a.Status), a.RequestedBy, optional(string(a.ApprovedBy)), a.Reason, ts(a.CreatedAt), ts(a.ExpiresAt)}
+}
+
+func (s *Server) requestApproval(w http.ResponseWriter, r *http.Request, p authn.Principal) error {
+	var in struct {
+		Action string        `json:"action"`
+		SiteID opgate.SiteID `json:"site_id"`
+		Reason string        `json:"reason"`
+	}
+	if err := decode(r, &in, false); err != nil {
+		return err
+	}
+	a, err := s.cfg.Authz.RequestApproval(r.Context(), actorOf(r, p), opgate.Permission(in.Action), in.SiteID, in.Reason)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, 201, toApprovalDTO(a))
+}
+
+func (s *Server) approveApproval(w http.ResponseWriter, r *http.Request, p authn.Principal) error {
+	if err := s.anyOf(r.Context(), p, roles.GrantApprove, roles.GrantManage); err != nil {
+		return err
+	}
+	var in reasonIn
+	if err := decode(r, &in, true); err != nil {
+		return err
+	}
+	a, err := s.cfg.Authz.ApproveApproval(r.Context(), actorOf(r, p), r.PathValue("id"), in.Reason)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, 200, toApprovalDTO(a))
 }
 
 // authzCheck is the decision point every counter screen asks. A refusal

@@ -1,7 +1,9 @@
 package httpapi_test
 
 import (
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/opgate/opgate/internal/servertest"
 )
@@ -91,6 +93,75 @@ func TestDecisionPoint(t *testing.T) {
 			}
 			s.Must(400, "POST", "/v1/authz/check", supTok, map[string]any{"action": "resident.read", "resource": map[string]any{"type": "resident", "id": "R-1"}})
 			s.Must(400, "POST", "/v1/authz/check", supTok, map[string]any{"action": "resident.read", "resource": resident("honcho", true), "purpose": string(make([]byte, 501))})
+		})
+	}
+}
+
+// TestBulkExportApprovalSingleUse: a bulk export needs a per-use approval
+// by another person; one hundred concurrent checks naming one approval,
+// on two replicas where the backend allows, allow exactly one.
+func TestBulkExportApprovalSingleUse(t *testing.T) {
+	for _, b := range servertest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			s := servertest.Start(t, b)
+			replicas := []*servertest.Server{s}
+			if b.Postgres {
+				replicas = append(replicas, servertest.Join(t, s.Shared(), s.Clock))
+			}
+			admin := s.Admin
+			newOp := func(staff, role string) (string, string) {
+				id := s.Must(201, "POST", "/v1/operators", admin, map[string]any{"staff_number": staff, "name": "職員", "site_id": "honcho", "employment_type": "regular"}).Map(t)["operator_id"].(string)
+				s.Must(201, "POST", "/v1/operators/"+id+"/grants", admin, map[string]any{"role_id": role, "site_id": "honcho", "reason": "配属"})
+				return id, s.Token(opID(id), "honcho", "admin-console")
+			}
+			_, chiefTok := newOp("8001", "section_chief")
+			s.Must(201, "POST", "/v1/roles", admin, map[string]any{"role_id": "exporter", "name": "一括出力", "permissions": []string{"resident.bulk_export"}})
+			exporter, expTok := newOp("8002", "counter_viewer")
+			g := s.Must(201, "POST", "/v1/operators/"+exporter+"/grants", admin, map[string]any{"role_id": "exporter", "site_id": "honcho", "reason": "統計"}).Map(t)
+			s.Must(200, "POST", "/v1/grants/"+g["grant_id"].(string)+"/approve", chiefTok, map[string]any{"reason": "統計"})
+
+			ap := s.Must(201, "POST", "/v1/approvals", expTok, map[string]any{"action": "resident.bulk_export", "site_id": "honcho", "reason": "年次統計"}).Map(t)
+			id := ap["approval_id"].(string)
+			s.Must(403, "POST", "/v1/approvals/"+id+"/approve", expTok, map[string]any{"reason": "自分で"}) // lacks grant.approve
+			check := map[string]any{"action": "resident.bulk_export", "resource": map[string]any{"type": "resident_set", "id": "all", "site_id": "honcho"}, "approval_id": id}
+			if got := s.Must(200, "POST", "/v1/authz/check", expTok, check).Map(t); got["reason"] != "approval_required" {
+				t.Fatalf("pending approval used: %v", got)
+			}
+			s.Must(200, "POST", "/v1/approvals/"+id+"/approve", chiefTok, map[string]any{"reason": "承認"})
+			s.Must(409, "POST", "/v1/approvals/"+id+"/approve", chiefTok, nil)
+
+			const n = 100
+			allowed := make([]bool, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Go(func() {
+					r := replicas[i%len(replicas)].Do("POST", "/v1/authz/check", expTok, check)
+					if r.Status == 200 {
+						var m map[string]any
+						r.JSON(t, &m)
+						allowed[i] = m["allowed"] == true
+					}
+				})
+			}
+			wg.Wait()
+			count := 0
+			for _, a := range allowed {
+				if a {
+					count++
+				}
+			}
+			if count != 1 {
+				t.Fatalf("%d of %d concurrent checks allowed by one approval, want 1", count, n)
+			}
+			// An approval expires unused after an hour.
+			ap2 := s.Must(201, "POST", "/v1/approvals", expTok, map[string]any{"action": "resident.bulk_export", "site_id": "honcho", "reason": "再出力"}).Map(t)
+			s.Must(200, "POST", "/v1/approvals/"+ap2["approval_id"].(string)+"/approve", chiefTok, nil)
+			s.Clock.Advance(time.Hour)
+			expTok2 := s.Token(opID(exporter), "honcho", "admin-console")
+			check["approval_id"] = ap2["approval_id"]
+			if got := s.Must(200, "POST", "/v1/authz/check", expTok2, check).Map(t); got["allowed"] != false {
+				t.Fatalf("expired approval used: %v", got)
+			}
 		})
 	}
 }

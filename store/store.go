@@ -83,6 +83,12 @@ type Tx interface {
 	// expired and returns them.
 	ExpireGrants(ctx context.Context, now time.Time, limit int) ([]authz.Grant, error)
 
+	// Per-use approvals.
+	CreateApproval(ctx context.Context, a authz.Approval) error
+	GetApproval(ctx context.Context, id string) (authz.Approval, error)
+	ApproveApproval(ctx context.Context, id string, by opgate.OperatorID, at time.Time) error // ErrNotFound unless pending
+	UseApproval(ctx context.Context, id string, op opgate.OperatorID, action opgate.Permission, site opgate.SiteID, decision string, at time.Time) (bool, error)
+
 	// Cards.
 	CreateCard(ctx context.Context, c authn.Card) error
 	GetCard(ctx context.Context, id opgate.CardID) (authn.Card, error)

@@ -947,3 +947,44 @@ func (t *tx) GetServiceKeyByHash(ctx context.Context, hash []byte) (authn.Servic
 	k.CreatedAt, k.RevokedAt = at(created), fromMicros(revoked)
 	return k, t.db.translate(err)
 }
+
+// ---- approvals
+
+const approvalCols = `approval_id, action, site_id, requested_by, reason, created_at, expires_at, status, approved_by, approved_at, used_at, used_by_decision`
+
+func scanApproval(s scanner) (authz.Approval, error) {
+	var a authz.Approval
+	var created, expires int64
+	var approved, used sql.NullInt64
+	err := s.Scan(&a.ID, &a.Action, &a.SiteID, &a.RequestedBy, &a.Reason, &created, &expires, &a.Status, &a.ApprovedBy, &approved, &used, &a.UsedBy)
+	a.CreatedAt, a.ExpiresAt, a.ApprovedAt, a.UsedAt = at(created), at(expires), fromMicros(approved), fromMicros(used)
+	return a, err
+}
+
+func (t *tx) CreateApproval(ctx context.Context, a authz.Approval) error {
+	_, err := t.exec(ctx, `INSERT INTO approvals (`+approvalCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		a.ID, a.Action, a.SiteID, a.RequestedBy, a.Reason, must(a.CreatedAt), must(a.ExpiresAt), a.Status, a.ApprovedBy, micros(a.ApprovedAt), micros(a.UsedAt), a.UsedBy)
+	return err
+}
+
+func (t *tx) GetApproval(ctx context.Context, id string) (authz.Approval, error) {
+	a, err := scanApproval(t.row(ctx, `SELECT `+approvalCols+` FROM approvals WHERE approval_id = ?`+t.forUpdate(), id))
+	return a, t.db.translate(err)
+}
+
+func (t *tx) ApproveApproval(ctx context.Context, id string, by opgate.OperatorID, when time.Time) error {
+	return t.execOne(ctx, `UPDATE approvals SET status = 'approved', approved_by = ?, approved_at = ? WHERE approval_id = ? AND status = 'pending'`, by, must(when), id)
+}
+
+// UseApproval marks an approved, unexpired approval of op for action at
+// site used by decision. The guards in the statement make the use single:
+// of any number of concurrent uses, on any replica, one changes the row.
+func (t *tx) UseApproval(ctx context.Context, id string, op opgate.OperatorID, action opgate.Permission, site opgate.SiteID, decision string, when time.Time) (bool, error) {
+	r, err := t.exec(ctx, `UPDATE approvals SET status = 'used', used_at = ?, used_by_decision = ? WHERE approval_id = ? AND status = 'approved' AND requested_by = ? AND action = ? AND site_id = ? AND expires_at > ?`,
+		must(when), decision, id, op, action, site, must(when))
+	if err != nil {
+		return false, err
+	}
+	n, err := r.RowsAffected()
+	return n == 1, t.db.translate(err)
+}
