@@ -334,11 +334,19 @@ func SeedRoles(ctx context.Context, tx Tx) error {
 	return nil
 }
 
-// Sweep marks grants past valid_until expired, each with a grant.expired
-// event. Decisions already ignore them from that instant; this keeps the
-// stored status and the history in step.
+// PendingTTL is how long a high-risk grant may wait for its second
+// person before the request lapses.
+const PendingTTL = 7 * 24 * time.Hour
+
+// Sweep marks grants past valid_until expired, and requests that waited
+// for approval longer than PendingTTL, each with a grant.expired event.
+// Decisions already ignore both; this keeps the stored status and the
+// history in step.
 func (s *Service) Sweep(ctx context.Context) (int, error) {
-	total := 0
+	total, err := s.sweepPending(ctx)
+	if err != nil {
+		return total, err
+	}
 	for {
 		now := s.clk.Now()
 		n := 0
@@ -360,4 +368,31 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 			return total, err
 		}
 	}
+}
+
+func (s *Service) sweepPending(ctx context.Context) (int, error) {
+	now := s.clk.Now()
+	n := 0
+	err := s.db.InTx(ctx, func(tx Tx) error {
+		n = 0
+		gs, err := tx.ListGrants(ctx, GrantFilter{Status: PendingApproval, Limit: 1000})
+		if err != nil {
+			return err
+		}
+		for _, g := range gs {
+			if now.Sub(g.CreatedAt) < PendingTTL {
+				continue
+			}
+			g.Status, g.EndedAt, g.EndReason = Expired, now, "approval not given within 7 days"
+			if err := tx.UpdateGrant(ctx, g); err != nil {
+				return err
+			}
+			if err := s.grantEvent(ctx, tx, Actor{}, audit.GrantExpired, g, g.EndReason, now); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
 }

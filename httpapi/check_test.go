@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -164,4 +165,52 @@ func TestBulkExportApprovalSingleUse(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRevocationReachesEveryReplica: a revoke on one replica is seen by
+// the very next decision on another; a high-risk request that waits seven
+// days for its second person lapses.
+func TestRevocationReachesEveryReplica(t *testing.T) {
+	b := servertest.Backends[len(servertest.Backends)-1]
+	s := servertest.Start(t, b)
+	other := servertest.Join(t, s.Shared(), s.Clock)
+	admin := s.Admin
+	id := s.Must(201, "POST", "/v1/operators", admin, map[string]any{"staff_number": "9001", "name": "窓口", "site_id": "honcho", "employment_type": "regular"}).Map(t)["operator_id"].(string)
+	g := s.Must(201, "POST", "/v1/operators/"+id+"/grants", admin, map[string]any{"role_id": "counter_clerk", "site_id": "honcho", "reason": "配属"}).Map(t)
+	tok := s.Token(opID(id), "honcho", "admin-console")
+	check := map[string]any{"action": "resident.read", "resource": map[string]any{"type": "resident", "id": "R-1", "site_id": "honcho"}}
+	if got := other.Must(200, "POST", "/v1/authz/check", tok, check).Map(t); got["allowed"] != true {
+		t.Fatalf("before the revoke: %v", got)
+	}
+	s.Must(200, "POST", "/v1/grants/"+g["grant_id"].(string)+"/revoke", admin, map[string]any{"reason": "業務終了"})
+	if got := other.Must(200, "POST", "/v1/authz/check", tok, check).Map(t); got["allowed"] != false || got["reason"] != "no_grant" {
+		t.Fatalf("after the revoke, on the other replica: %v", got)
+	}
+
+	pending := s.Must(201, "POST", "/v1/operators/"+id+"/grants", admin, map[string]any{"role_id": "security_admin", "site_id": "*", "reason": "兼務"}).Map(t)
+	if pending["status"] != "pending_approval" {
+		t.Fatalf("high-risk grant: %v", pending)
+	}
+	s.Clock.Advance(7*24*time.Hour - time.Second)
+	s.App.Sweep(context.Background(), s.Clock.Now())
+	if st := grantStatus(t, s, pending["grant_id"].(string)); st != "pending_approval" {
+		t.Fatalf("lapsed early: %s", st)
+	}
+	s.Clock.Advance(time.Second)
+	s.App.Sweep(context.Background(), s.Clock.Now())
+	if st := grantStatus(t, s, pending["grant_id"].(string)); st != "expired" {
+		t.Fatalf("after seven days: %s", st)
+	}
+}
+
+func grantStatus(t *testing.T, s *servertest.Server, id string) string {
+	t.Helper()
+	s.Admin = s.Token(s.Boot.OperatorID, "honcho", "admin-console") // the clock moved past the old session
+	for _, g := range s.Must(200, "GET", "/v1/grants?limit=1000", s.Admin, nil).Map(t)["items"].([]any) {
+		if m := g.(map[string]any); m["grant_id"] == id {
+			return m["status"].(string)
+		}
+	}
+	t.Fatalf("grant %s not listed", id)
+	return ""
 }
