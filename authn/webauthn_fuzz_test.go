@@ -3,7 +3,6 @@ package authn
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -77,35 +76,6 @@ var fuzzJunk = []string{
 	`{"id":"\u0000","rawId":"AA==","type":"public-key"}`,
 }
 
-// browserResponse is an independent decoding of a card's JSON, to judge a
-// response FinishLogin or FinishEnrollment accepted. Its fields are decoded
-// as go-webauthn decodes them: a JSON string, trailing '=' trimmed, then
-// raw base64url.
-type browserResponse struct {
-	RawID    b64field `json:"rawId"`
-	Response struct {
-		ClientDataJSON    b64field `json:"clientDataJSON"`
-		AuthenticatorData b64field `json:"authenticatorData"`
-		AttestationObject b64field `json:"attestationObject"`
-		UserHandle        b64field `json:"userHandle"`
-	} `json:"response"`
-}
-
-type b64field []byte
-
-func (b *b64field) UnmarshalJSON(data []byte) error {
-	if string(data) == "null" {
-		return nil
-	}
-	var s string
-	if err := json.Unmarshal(data, &s); err != nil {
-		return err
-	}
-	out, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
-	*b = out
-	return err
-}
-
 func FuzzFinishLogin(f *testing.F) {
 	c := newFuzzCeremonies(f)
 	card := authntest.NewSeededCard(f, "FuzzFinishLogin")
@@ -129,7 +99,7 @@ func FuzzFinishLogin(f *testing.F) {
 	signed := map[string]bool{}
 	get := func(k *authntest.Card, origin string, uh []byte) []byte {
 		raw := k.Get(optsD, origin, uh)
-		var r browserResponse
+		var r authntest.Response
 		if err := json.Unmarshal(raw, &r); err != nil {
 			f.Fatal(err)
 		}
@@ -171,7 +141,7 @@ func FuzzFinishLogin(f *testing.F) {
 				checkRefusal(t, err)
 				continue
 			}
-			var r browserResponse
+			var r authntest.Response
 			if err := json.Unmarshal(data, &r); err != nil {
 				t.Fatalf("accepted what does not decode: %v\n%q", err, data)
 			}
@@ -220,7 +190,7 @@ func FuzzFinishEnrollment(f *testing.F) {
 	signed := map[string]bool{}
 	create := func(k *authntest.Card, origin string) []byte {
 		raw := k.Create(opts, origin)
-		var r browserResponse
+		var r authntest.Response
 		if err := json.Unmarshal(raw, &r); err != nil {
 			f.Fatal(err)
 		}
@@ -266,7 +236,7 @@ func FuzzFinishEnrollment(f *testing.F) {
 			checkRefusal(t, err)
 			return
 		}
-		var r browserResponse
+		var r authntest.Response
 		if err := json.Unmarshal(data, &r); err != nil {
 			t.Fatalf("accepted what does not decode: %v\n%q", err, data)
 		}

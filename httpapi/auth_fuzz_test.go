@@ -2,7 +2,6 @@ package httpapi_test
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -75,34 +74,6 @@ func fillTemplate(tmpl []byte, fields map[string]string) []byte {
 	return []byte(out)
 }
 
-// signedParts decodes what a card signs or attests, as the server's
-// library reads it: JSON strings, trailing '=' trimmed, raw base64url.
-type signedParts struct {
-	RawID    b64text `json:"rawId"`
-	Response struct {
-		ClientDataJSON    b64text `json:"clientDataJSON"`
-		AuthenticatorData b64text `json:"authenticatorData"`
-		Signature         b64text `json:"signature"`
-		UserHandle        b64text `json:"userHandle"`
-		AttestationObject b64text `json:"attestationObject"`
-	} `json:"response"`
-}
-
-type b64text []byte
-
-func (b *b64text) UnmarshalJSON(data []byte) error {
-	if string(data) == "null" {
-		return nil
-	}
-	var s string
-	if err := json.Unmarshal(data, &s); err != nil {
-		return err
-	}
-	out, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
-	*b = out
-	return err
-}
-
 // sameSigned reports whether got carries exactly the signed (or attested)
 // parts of real: for a login the credential ID, client data, authenticator
 // data and signature; for an enrollment the credential ID, client data and
@@ -110,7 +81,7 @@ func (b *b64text) UnmarshalJSON(data []byte) error {
 // copies of authenticatorData and publicKey, a login's userHandle, which
 // an allow list makes optional) may differ.
 func sameSigned(got, real []byte, enrollment bool) bool {
-	var g, r signedParts
+	var g, r authntest.Response
 	if json.Unmarshal(got, &g) != nil || json.Unmarshal(real, &r) != nil {
 		return false
 	}
