@@ -204,3 +204,39 @@ func stripID(b []byte) []byte {
 	out, _ := json.Marshal(m)
 	return out
 }
+
+// TestLockedShownInLists: a locked operator is listed as locked, with the
+// lock's end, under status=locked and not under status=active.
+func TestLockedShownInLists(t *testing.T) {
+	for _, b := range servertest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			s := servertest.Start(t, b)
+			pol := s.Must(200, "GET", "/v1/policy", s.Admin, nil).Map(t)
+			pol["login_methods"] = []string{"card", "password"}
+			delete(pol, "version")
+			s.Must(200, "PUT", "/v1/policy", s.Admin, pol)
+			id := s.Must(201, "POST", "/v1/operators", s.Admin, map[string]any{"staff_number": "6001", "name": "窓口", "site_id": "honcho", "employment_type": "regular"}).Map(t)["operator_id"].(string)
+			s.Must(200, "POST", "/v1/operators/"+id+"/password/reset", s.Admin, nil)
+			for range 5 {
+				s.Do("POST", "/v1/login/password", "", map[string]any{"operator_id": id, "password": "wrong-password-9", "terminal_id": "admin-console"})
+			}
+			find := func(status string) map[string]any {
+				for _, it := range s.Must(200, "GET", "/v1/operators?status="+status, s.Admin, nil).Map(t)["items"].([]any) {
+					if m := it.(map[string]any); m["operator_id"] == id {
+						return m
+					}
+				}
+				return nil
+			}
+			if o := find("locked"); o == nil || o["status"] != "locked" || o["locked_until"] == nil {
+				t.Fatalf("status=locked: %v", o)
+			}
+			if o := find("active"); o != nil {
+				t.Fatalf("a locked operator listed as active: %v", o)
+			}
+			if o := find(""); o == nil || o["status"] != "locked" {
+				t.Fatalf("unfiltered: %v", o)
+			}
+		})
+	}
+}

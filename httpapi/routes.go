@@ -314,17 +314,17 @@ func (s *Server) listOperators(w http.ResponseWriter, r *http.Request, p authn.P
 	q := r.URL.Query()
 	f := lifecycle.OperatorFilter{SiteID: opgate.SiteID(q.Get("site_id")), Status: lifecycle.Status(q.Get("status")), After: opgate.OperatorID(after), Limit: limit + 1}
 	switch f.Status {
-	case "", lifecycle.Active, lifecycle.Suspended, lifecycle.Expired, lifecycle.Retired:
+	case "", lifecycle.Active, lifecycle.Suspended, lifecycle.Locked, lifecycle.Expired, lifecycle.Retired:
 	default:
-		return invalid("status", "one of active, suspended, expired, retired")
+		return invalid("status", "one of active, suspended, locked, expired, retired")
 	}
-	ops, err := s.cfg.Lifecycle.ListOperators(r.Context(), actorOf(r, p), f)
+	ops, locks, err := s.cfg.Lifecycle.ListOperators(r.Context(), actorOf(r, p), f)
 	if err != nil {
 		return err
 	}
 	now := s.clk.Now()
 	return writeJSON(w, 200, listOf(ops, limit, func(o lifecycle.Operator) string { return string(o.ID) },
-		func(o lifecycle.Operator) operatorDTO { return toOperatorDTO(o, lifecycle.Lock{}, now) }))
+		func(o lifecycle.Operator) operatorDTO { return toOperatorDTO(o, locks[o.ID], now) }))
 }
 
 func (s *Server) getOperator(w http.ResponseWriter, r *http.Request, p authn.Principal) error {

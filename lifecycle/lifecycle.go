@@ -56,6 +56,7 @@ type Tx interface {
 	GetOperatorForUpdate(ctx context.Context, id opgate.OperatorID) (Operator, error)
 	UpdateOperator(ctx context.Context, o Operator) error
 	ListOperators(ctx context.Context, f OperatorFilter) ([]Operator, error)
+	LocksOf(ctx context.Context, ids []opgate.OperatorID) (map[opgate.OperatorID]Lock, error)
 	DueOperators(ctx context.Context, now time.Time, limit int) ([]Operator, error)
 	GetLock(ctx context.Context, id opgate.OperatorID) (Lock, error)
 	PutLock(ctx context.Context, l Lock) error

@@ -270,18 +270,30 @@ func (s *Service) GetOperator(ctx context.Context, a Actor, id opgate.OperatorID
 }
 
 // ListOperators lists operators of a site (or, for a holder at every site,
-// of all sites).
-func (s *Service) ListOperators(ctx context.Context, a Actor, f OperatorFilter) ([]Operator, error) {
+// of all sites), with their lock states.
+func (s *Service) ListOperators(ctx context.Context, a Actor, f OperatorFilter) ([]Operator, map[opgate.OperatorID]Lock, error) {
 	site := f.SiteID
 	if site == "" {
 		site = opgate.AllSites
 	}
 	if err := s.authz.Require(ctx, a.ID, roles.OperatorManage, site); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	f.At = s.clk.Now()
 	var out []Operator
-	err := s.db.View(ctx, func(tx Tx) (err error) { out, err = tx.ListOperators(ctx, f); return })
-	return out, err
+	var locks map[opgate.OperatorID]Lock
+	err := s.db.View(ctx, func(tx Tx) (err error) {
+		if out, err = tx.ListOperators(ctx, f); err != nil {
+			return err
+		}
+		ids := make([]opgate.OperatorID, len(out))
+		for i, o := range out {
+			ids[i] = o.ID
+		}
+		locks, err = tx.LocksOf(ctx, ids)
+		return err
+	})
+	return out, locks, err
 }
 
 // DisplayStatus is the status shown for an operator: "locked" while an

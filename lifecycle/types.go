@@ -135,6 +135,7 @@ type OperatorFilter struct {
 	SiteID      opgate.SiteID
 	Status      Status
 	StaffNumber string
+	At          time.Time         // the instant "locked" is judged at
 	After       opgate.OperatorID // cursor
 	Limit       int
 }

@@ -65,6 +65,8 @@ type Tx interface {
 	UpdateOperator(ctx context.Context, o lifecycle.Operator) error
 	ListOperators(ctx context.Context, f lifecycle.OperatorFilter) ([]lifecycle.Operator, error)
 	CountOperators(ctx context.Context) (int, error)
+	// LocksOf returns the lock rows of those operators that have one.
+	LocksOf(ctx context.Context, ids []opgate.OperatorID) (map[opgate.OperatorID]lifecycle.Lock, error)
 	// DueOperators lists active or suspended operators whose valid_until
 	// is at or before now.
 	DueOperators(ctx context.Context, now time.Time, limit int) ([]lifecycle.Operator, error)

@@ -312,12 +312,45 @@ func (t *tx) UpdateOperator(ctx context.Context, o lifecycle.Operator) error {
 func (t *tx) ListOperators(ctx context.Context, f lifecycle.OperatorFilter) ([]lifecycle.Operator, error) {
 	var w where
 	w.addIf(f.SiteID != "", "site_id = ?", f.SiteID)
-	w.addIf(f.Status != "", "status = ?", f.Status)
 	w.addIf(f.StaffNumber != "", "staff_number = ?", f.StaffNumber)
 	w.addIf(f.After != "", "operator_id > ?", f.After)
+	switch f.Status {
+	case "":
+	case lifecycle.Locked:
+		// "locked" is shown, not stored: active operators whose lock is
+		// in force at f.At.
+		w.add("status = ?", lifecycle.Active)
+		w.add("operator_id IN (SELECT operator_id FROM login_locks WHERE permanent OR locked_until > ?)", must(f.At))
+	case lifecycle.Active:
+		// Active as shown: not locked.
+		w.add("status = ?", lifecycle.Active)
+		w.add("operator_id NOT IN (SELECT operator_id FROM login_locks WHERE permanent OR locked_until > ?)", must(f.At))
+	default:
+		w.add("status = ?", f.Status)
+	}
 	w.args = append(w.args, limit(f.Limit))
 	r, err := t.rows(ctx, `SELECT `+operatorCols+` FROM operators`+w.String()+` ORDER BY operator_id LIMIT ?`, w.args...)
 	return collect(t, r, err, scanOperator)
+}
+
+func (t *tx) LocksOf(ctx context.Context, ids []opgate.OperatorID) (map[opgate.OperatorID]lifecycle.Lock, error) {
+	out := make(map[opgate.OperatorID]lifecycle.Lock, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	in, args := inList(ids)
+	r, err := t.rows(ctx, `SELECT operator_id, locked_until, permanent, locks_in_row FROM login_locks WHERE operator_id IN (`+in+`)`, args...)
+	locks, err := collect(t, r, err, func(s scanner) (lifecycle.Lock, error) {
+		var l lifecycle.Lock
+		var until sql.NullInt64
+		err := s.Scan(&l.OperatorID, &until, &l.Permanent, &l.LocksInRow)
+		l.Until = fromMicros(until)
+		return l, err
+	})
+	for _, l := range locks {
+		out[l.OperatorID] = l
+	}
+	return out, err
 }
 
 func (t *tx) CountOperators(ctx context.Context) (int, error) {
