@@ -396,3 +396,53 @@ func (s *Service) sweepPending(ctx context.Context) (int, error) {
 	})
 	return n, err
 }
+
+// Holder is one way someone held a permission.
+type Holder struct {
+	OperatorID opgate.OperatorID
+	GrantID    opgate.GrantID
+	RoleID     opgate.RoleID
+	SiteID     opgate.SiteID // the grant's site ("*" for every site)
+}
+
+// HoldersAt answers "who could use perm at site at instant at?" from the
+// grants, which are never deleted, only ended (R4.4): every grant live at
+// that instant whose role gives perm, at the site or at every site. Roles
+// count with the permissions they have now; their history is in the audit
+// log (role.changed) but not replayed here.
+func (s *Service) HoldersAt(ctx context.Context, perm opgate.Permission, site opgate.SiteID, at time.Time) ([]Holder, error) {
+	var out []Holder
+	err := s.db.View(ctx, func(tx Tx) error {
+		rs, err := tx.ListRoles(ctx)
+		if err != nil {
+			return err
+		}
+		giving := map[opgate.RoleID]bool{}
+		for _, r := range rs {
+			giving[r.ID] = r.Has(perm)
+		}
+		for _, where := range []opgate.SiteID{site, opgate.AllSites} {
+			after := opgate.GrantID("")
+			for {
+				gs, err := tx.ListGrants(ctx, GrantFilter{SiteID: where, After: after, Limit: 1000})
+				if err != nil {
+					return err
+				}
+				for _, g := range gs {
+					if giving[g.RoleID] && g.LiveAt(at) {
+						out = append(out, Holder{OperatorID: g.OperatorID, GrantID: g.ID, RoleID: g.RoleID, SiteID: g.SiteID})
+					}
+				}
+				if len(gs) < 1000 {
+					break
+				}
+				after = gs[len(gs)-1].ID
+			}
+			if site == opgate.AllSites {
+				break
+			}
+		}
+		return nil
+	})
+	return out, err
+}
