@@ -9,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -222,6 +224,20 @@ func listOf[S any, T any](items []S, limit int, key func(S) string, conv func(S)
 		out.Items = append(out.Items, conv(it))
 	}
 	return out
+}
+
+// pageOf answers a short list read whole (sites, terminals, roles, the
+// catalog) with the same paging as every other list: items after the
+// cursor, in key order, at most limit of them.
+func pageOf[S any, T any](w http.ResponseWriter, r *http.Request, items []S, key func(S) string, conv func(S) T) error {
+	limit, after, err := page(r)
+	if err != nil {
+		return err
+	}
+	items = slices.Clone(items)
+	slices.SortFunc(items, func(a, b S) int { return strings.Compare(key(a), key(b)) })
+	start := sort.Search(len(items), func(i int) bool { return key(items[i]) > after })
+	return writeJSON(w, 200, listOf(items[start:], limit, key, conv))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {

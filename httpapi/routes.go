@@ -179,7 +179,7 @@ func (s *Server) listSites(w http.ResponseWriter, r *http.Request, p authn.Princ
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, 200, listOf(sites, len(sites)+1, nil, toSiteDTO))
+	return pageOf(w, r, sites, func(x lifecycle.Site) string { return string(x.ID) }, toSiteDTO)
 }
 
 func (s *Server) createSite(w http.ResponseWriter, r *http.Request, p authn.Principal) error {
@@ -203,7 +203,7 @@ func (s *Server) listTerminals(w http.ResponseWriter, r *http.Request, p authn.P
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, 200, listOf(ts, len(ts)+1, nil, toTerminalDTO))
+	return pageOf(w, r, ts, func(x lifecycle.Terminal) string { return string(x.ID) }, toTerminalDTO)
 }
 
 func (s *Server) createTerminal(w http.ResponseWriter, r *http.Request, p authn.Principal) error {
@@ -239,7 +239,7 @@ func (s *Server) listPermissions(w http.ResponseWriter, r *http.Request, p authn
 		HighRisk    bool              `json:"high_risk"`
 	}
 	cat := roles.Catalog()
-	return writeJSON(w, 200, listOf(cat, len(cat)+1, nil, func(e roles.Entry) entry { return entry{e.Permission, e.Description, e.HighRisk} }))
+	return pageOf(w, r, cat, func(e roles.Entry) string { return string(e.Permission) }, func(e roles.Entry) entry { return entry{e.Permission, e.Description, e.HighRisk} })
 }
 
 func (s *Server) listRoles(w http.ResponseWriter, r *http.Request, p authn.Principal) error {
@@ -247,7 +247,7 @@ func (s *Server) listRoles(w http.ResponseWriter, r *http.Request, p authn.Princ
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, 200, listOf(rs, len(rs)+1, nil, toRoleDTO))
+	return pageOf(w, r, rs, func(x roles.Role) string { return string(x.ID) }, toRoleDTO)
 }
 
 type roleIn struct {
