@@ -47,6 +47,7 @@ type Cache interface {
 	Put(ctx context.Context, key string, value []byte, ttl time.Duration) error
 	PutIfAbsent(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error)
 	Get(ctx context.Context, key string) ([]byte, error)
+	GetMany(ctx context.Context, keys ...string) ([][]byte, error)
 }
 
 // PolicySource gives the policy in force.
@@ -247,9 +248,27 @@ func (s *Sessions) Authenticate(ctx context.Context, raw string) (Principal, err
 		return Principal{}, ErrUnauthenticated
 	}
 	now := s.clk.Now()
-	e, err := s.entry(ctx, c.SessionID)
+	// The entry and the last-seen mark in one round trip: this is every
+	// authenticated request's cost.
+	vals, err := s.cache.GetMany(ctx, sessionKey(c.SessionID), seenKey(c.SessionID))
 	if err != nil {
-		return Principal{}, err
+		return Principal{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	var e cached
+	var last time.Time
+	if vals[0] != nil {
+		if json.Unmarshal(vals[0], &e) != nil {
+			return Principal{}, ErrUnauthenticated
+		}
+		last = seenAt(e, vals[1])
+	} else {
+		// The cache lost the entry: refill it from the store.
+		if e, err = s.entry(ctx, c.SessionID); err != nil {
+			return Principal{}, err
+		}
+		if last, err = s.lastSeen(ctx, c.SessionID, e); err != nil {
+			return Principal{}, err
+		}
 	}
 	if e.Ended || e.Op != c.OperatorID || now.UnixMicro() >= e.Expires {
 		return Principal{}, ErrUnauthenticated
@@ -258,7 +277,7 @@ func (s *Sessions) Authenticate(ctx context.Context, raw string) (Principal, err
 	if err != nil {
 		return Principal{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	if err := s.touch(ctx, c.SessionID, e, now, p.Session.IdleTimeout); err != nil {
+	if err := s.touch(ctx, c.SessionID, e, last, now, p.Session.IdleTimeout); err != nil {
 		return Principal{}, err
 	}
 	return Principal{OperatorID: c.OperatorID, SessionID: c.SessionID, SiteID: e.Site, TerminalID: e.Term, AMR: e.AMR,
@@ -311,11 +330,7 @@ func (s *Sessions) entry(ctx context.Context, id opgate.SessionID) (cached, erro
 // shared last-seen mark at most every idle/20, and the store's copy (which
 // survives losing the cache) at most every idle/4, so that a busy session
 // costs a cache read per request, not a write.
-func (s *Sessions) touch(ctx context.Context, id opgate.SessionID, e cached, now time.Time, idle time.Duration) error {
-	last, err := s.lastSeen(ctx, id, e)
-	if err != nil {
-		return err
-	}
+func (s *Sessions) touch(ctx context.Context, id opgate.SessionID, e cached, last, now time.Time, idle time.Duration) error {
 	if idle > 0 && !now.Before(last.Add(idle)) {
 		_ = s.End(ctx, id, "idle_timeout")
 		return ErrUnauthenticated
@@ -342,18 +357,25 @@ func (s *Sessions) touch(ctx context.Context, id opgate.SessionID, e cached, now
 
 // lastSeen is the session's last recorded activity.
 func (s *Sessions) lastSeen(ctx context.Context, id opgate.SessionID, e cached) (time.Time, error) {
-	last := time.UnixMicro(e.Created).UTC()
 	b, err := s.cache.Get(ctx, seenKey(id))
 	switch {
 	case err == nil:
-		var us int64
-		if _, perr := fmt.Sscan(string(b), &us); perr == nil {
-			last = time.UnixMicro(us).UTC()
-		}
+		return seenAt(e, b), nil
 	case !s.notFound(err):
-		return last, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return time.Time{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	return last, nil
+	return seenAt(e, nil), nil
+}
+
+// seenAt reads a last-seen mark; without one, the session's start counts.
+func seenAt(e cached, mark []byte) time.Time {
+	var us int64
+	if mark != nil {
+		if _, err := fmt.Sscan(string(mark), &us); err == nil {
+			return time.UnixMicro(us).UTC()
+		}
+	}
+	return time.UnixMicro(e.Created).UTC()
 }
 
 // End ends one session (logout, idle timeout), audited, and refuses its

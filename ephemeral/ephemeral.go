@@ -57,6 +57,10 @@ type Store interface {
 	// Get returns the value of key, or ErrNotFound.
 	Get(ctx context.Context, key string) ([]byte, error)
 
+	// GetMany returns the values of keys in one round trip, nil for each
+	// key that is absent.
+	GetMany(ctx context.Context, keys ...string) ([][]byte, error)
+
 	// Take returns the value of key and deletes it in one atomic step, or
 	// returns ErrNotFound. Of any number of concurrent Takes of one key, on
 	// any replicas, exactly one gets the value: this is what makes a

@@ -225,6 +225,23 @@ func testKeyValue(t *testing.T, h Harness) {
 			t.Errorf("Ping: %v", err)
 		}
 	})
+
+	t.Run("get many", func(t *testing.T) {
+		s, _ := one(t, h)
+		ctx := t.Context()
+		put(t, s, "a", "1")
+		put(t, s, "c", "3")
+		got, err := s.GetMany(ctx, "a", "b", "c", "a")
+		if err != nil {
+			t.Fatalf("GetMany: %v", err)
+		}
+		if diff := cmp.Diff([][]byte{[]byte("1"), nil, []byte("3"), []byte("1")}, got); diff != "" {
+			t.Errorf("GetMany (-want +got):\n%s", diff)
+		}
+		if got, err := s.GetMany(ctx); err != nil || len(got) != 0 {
+			t.Errorf("GetMany of nothing = %v, %v", got, err)
+		}
+	})
 }
 
 // testMisuse checks that programming errors are refused, and refused as

@@ -172,6 +172,25 @@ func (s *Store) Get(_ context.Context, key string) ([]byte, error) {
 	return clone(e.value), nil
 }
 
+// GetMany implements ephemeral.Store.
+func (s *Store) GetMany(_ context.Context, keys ...string) ([][]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clk.Now()
+	out := make([][]byte, len(keys))
+	for i, k := range keys {
+		e, ok := s.lookup(k, now)
+		if !ok {
+			continue
+		}
+		if e.window != nil {
+			return nil, fmt.Errorf("ephemeral/memory: get many: %w", errWrongType)
+		}
+		out[i] = clone(e.value)
+	}
+	return out, nil
+}
+
 // Take implements ephemeral.Store. The lock makes the read and the delete
 // one step, so of concurrent Takes exactly one finds the value.
 func (s *Store) Take(_ context.Context, key string) ([]byte, error) {

@@ -175,6 +175,36 @@ func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
 	return b, nil
 }
 
+// GetMany implements ephemeral.Store with one pipeline of GETs (not MGET,
+// which Redis Cluster refuses across slots).
+func (s *Store) GetMany(ctx context.Context, keys ...string) ([][]byte, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	cmds := make([]*goredis.StringCmd, len(keys))
+	_, err := s.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.Get(ctx, s.prefix+k)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		return nil, fail("get many", err)
+	}
+	out := make([][]byte, len(keys))
+	for i, c := range cmds {
+		b, err := c.Bytes()
+		switch {
+		case err == nil:
+			out[i] = b
+		case errors.Is(err, goredis.Nil):
+		default:
+			return nil, fail("get many", err)
+		}
+	}
+	return out, nil
+}
+
 // Take implements ephemeral.Store with GETDEL, one command, so Redis
 // serializes concurrent Takes and exactly one sees the value.
 func (s *Store) Take(ctx context.Context, key string) ([]byte, error) {

@@ -205,3 +205,32 @@ func BenchmarkAddDistinct(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTwoKeys compares reading two keys with two GETs and with one
+// GetMany (what every authenticated request reads: the session entry and
+// its last-seen mark).
+func BenchmarkTwoKeys(b *testing.B) {
+	client, prefix := testenv.Redis(b)
+	s := open(b, client.Options(), prefix)
+	ctx := b.Context()
+	if err := s.Put(ctx, "sess", []byte("0123456789abcdef0123456789abcdef"), time.Hour); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("two-gets", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.Get(ctx, "sess"); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := s.Get(ctx, "seen"); !errors.Is(err, ephemeral.ErrNotFound) {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("get-many", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.GetMany(ctx, "sess", "seen"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
