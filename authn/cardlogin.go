@@ -169,7 +169,7 @@ func (l *Logins) finishCardInTx(ctx context.Context, c Client, st loginState, cr
 	case out.refused != nil:
 		return Login{}, out.refused
 	}
-	if err := l.cfg.Sessions.Publish(ctx, out.login.Session); err != nil {
+	if out.login.Issued, err = l.cfg.Sessions.Activate(ctx, out.login.Issued); err != nil {
 		return Login{}, err
 	}
 	return out.login, nil

@@ -541,7 +541,7 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 		l.abandon(ctx, op, slot)
 		return Login{}, err
 	}
-	if err := l.cfg.Sessions.Publish(ctx, out.Session); err != nil {
+	if out.Issued, err = l.cfg.Sessions.Activate(ctx, out.Issued); err != nil {
 		return Login{}, err
 	}
 	out.PasswordChangeRequired = mustChange

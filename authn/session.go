@@ -127,7 +127,9 @@ type Issued struct {
 }
 
 // StartIn creates a session inside the login's transaction. The caller
-// commits, then calls Publish so the cache knows the session.
+// commits, then calls Activate, which tells the shared cache of the
+// session and signs its first access token: signing needs no lock, so it
+// is kept out of the transaction.
 func (s *Sessions) StartIn(ctx context.Context, tx SessionTx, st Start) (Issued, error) {
 	p, err := s.pol.Policy(ctx)
 	if err != nil {
@@ -141,11 +143,21 @@ func (s *Sessions) StartIn(ctx context.Context, tx SessionTx, st Start) (Issued,
 	if err := tx.CreateSession(ctx, ss); err != nil {
 		return Issued{}, err
 	}
-	tok, ttl, err := s.sign(ss, p, now)
-	if err != nil {
+	return Issued{Session: ss, RefreshToken: string(ss.ID) + "." + refresh}, nil
+}
+
+// Activate finishes a session StartIn created, after its commit: the
+// shared cache learns of it, and its first access token is signed.
+func (s *Sessions) Activate(ctx context.Context, iss Issued) (Issued, error) {
+	if err := s.Publish(ctx, iss.Session); err != nil {
 		return Issued{}, err
 	}
-	return Issued{Session: ss, AccessToken: tok, ExpiresIn: ttl, RefreshToken: string(ss.ID) + "." + refresh}, nil
+	p, err := s.pol.Policy(ctx)
+	if err != nil {
+		return Issued{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	iss.AccessToken, iss.ExpiresIn, err = s.sign(iss.Session, p, s.clk.Now())
+	return iss, err
 }
 
 // Start creates a session in its own transaction.
@@ -155,7 +167,7 @@ func (s *Sessions) Start(ctx context.Context, st Start) (Issued, error) {
 	if err != nil {
 		return out, err
 	}
-	return out, s.Publish(ctx, out.Session)
+	return s.Activate(ctx, out)
 }
 
 func (s *Sessions) sign(ss Session, p policy.Policy, now time.Time) (string, time.Duration, error) {
