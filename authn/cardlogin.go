@@ -54,11 +54,9 @@ func (l *Logins) finishCardInTx(ctx context.Context, c Client, st loginState, cr
 	if err != nil {
 		return Login{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	stopped := false
-	if l.cfg.Emergency != nil && t.ID != "" {
-		if stopped, err = l.cfg.Emergency.Stopped(ctx, t.SiteID); err != nil {
-			return Login{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
+	stopped, err := l.stopped(ctx, t)
+	if err != nil {
+		return Login{}, err
 	}
 	var out cardOutcome
 	err = l.cfg.DB.InTx(ctx, func(tx LoginTx) error {
@@ -126,22 +124,9 @@ func (l *Logins) finishCardInTx(ctx context.Context, c Client, st loginState, cr
 		// The card is right. What remains is whether this operator may log
 		// in here and now; a refusal is audited, not counted.
 		o := out.op
-		switch {
-		case o.Status != lifecycle.Active || (!o.ValidUntil.IsZero() && !now.Before(o.ValidUntil)):
-			out.refused, out.reason = ErrInvalidCredentials, ReasonOperatorInactive
-		case t.ID == "" || !t.RemovedAt.IsZero():
-			out.refused, out.reason = ErrTerminalNotAllowed, ReasonTerminalUnknown
-		}
-		if out.refused == nil {
-			ok, err := l.cfg.Access.HasGrantAt(ctx, o.ID, t.SiteID)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				out.refused, out.reason = ErrTerminalNotAllowed, ReasonTerminalOtherSite
-			} else if stopped && l.cfg.Access.Require(ctx, o.ID, "emergency.stop", t.SiteID) != nil {
-				out.refused, out.reason = ErrLoginSuspended, ReasonEmergencyStop
-			}
+		var err error
+		if out.refused, out.reason, err = l.refusal(ctx, o, t, stopped, now); err != nil {
+			return err
 		}
 		if out.refused != nil {
 			_, err := tx.AppendAudit(ctx, refusalEvent(o.ID, c, out.reason, "card:"+string(out.card.ID), now))

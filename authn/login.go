@@ -473,37 +473,19 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 	if card != nil {
 		resource = "card:" + string(card.ID)
 	}
-	if o.Status != lifecycle.Active || (!o.ValidUntil.IsZero() && !now.Before(o.ValidUntil)) {
-		l.abandon(ctx, op, slot)
-		l.auditRefusal(ctx, op, c, ReasonOperatorInactive, resource)
-		return Login{}, ErrInvalidCredentials
-	}
-	if t.ID == "" || !t.RemovedAt.IsZero() {
-		l.abandon(ctx, op, slot)
-		l.auditRefusal(ctx, op, c, ReasonTerminalUnknown, resource)
-		return Login{}, ErrTerminalNotAllowed
-	}
-	if ok, err := l.cfg.Access.HasGrantAt(ctx, op, t.SiteID); err != nil || !ok {
-		l.abandon(ctx, op, slot)
-		if err != nil {
-			return Login{}, err
-		}
-		l.auditRefusal(ctx, op, c, ReasonTerminalOtherSite, resource)
-		return Login{}, ErrTerminalNotAllowed
-	}
-	if l.cfg.Emergency != nil {
-		stopped, err := l.cfg.Emergency.Stopped(ctx, t.SiteID)
-		if err != nil {
+	stopped, err := l.stopped(ctx, t)
+	if err == nil {
+		var refused error
+		var reason string
+		if refused, reason, err = l.refusal(ctx, o, t, stopped, now); err == nil && refused != nil {
 			l.abandon(ctx, op, slot)
-			return Login{}, err
+			l.auditRefusal(ctx, op, c, reason, resource)
+			return Login{}, refused
 		}
-		// Holders of emergency.stop stay able to log in, so that someone
-		// can resume.
-		if stopped && l.cfg.Access.Require(ctx, op, "emergency.stop", t.SiteID) != nil {
-			l.abandon(ctx, op, slot)
-			l.auditRefusal(ctx, op, c, ReasonEmergencyStop, resource)
-			return Login{}, ErrLoginSuspended
-		}
+	}
+	if err != nil {
+		l.abandon(ctx, op, slot)
+		return Login{}, err
 	}
 	amr := []string{"pwd"}
 	if card != nil {
@@ -550,6 +532,42 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 		out.PasswordExpiresSoon = rec.ExpiresAt.Sub(now) < 14*24*time.Hour
 	}
 	return out, nil
+}
+
+// stopped reports whether an emergency stop covers the terminal's site.
+func (l *Logins) stopped(ctx context.Context, t lifecycle.Terminal) (bool, error) {
+	if l.cfg.Emergency == nil || t.ID == "" {
+		return false, nil
+	}
+	s, err := l.cfg.Emergency.Stopped(ctx, t.SiteID)
+	if err != nil {
+		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return s, nil
+}
+
+// refusal says why an operator whose credential was right may not log in
+// at this terminal now, if anything does: the answer to give and the audit
+// reason. A refusal is audited, never counted against the operator.
+func (l *Logins) refusal(ctx context.Context, o lifecycle.Operator, t lifecycle.Terminal, stopped bool, now time.Time) (error, string, error) {
+	switch {
+	case o.Status != lifecycle.Active || (!o.ValidUntil.IsZero() && !now.Before(o.ValidUntil)):
+		return ErrInvalidCredentials, ReasonOperatorInactive, nil
+	case t.ID == "" || !t.RemovedAt.IsZero():
+		return ErrTerminalNotAllowed, ReasonTerminalUnknown, nil
+	}
+	ok, err := l.cfg.Access.HasGrantAt(ctx, o.ID, t.SiteID)
+	switch {
+	case err != nil:
+		return nil, "", err
+	case !ok:
+		return ErrTerminalNotAllowed, ReasonTerminalOtherSite, nil
+	case stopped && l.cfg.Access.Require(ctx, o.ID, "emergency.stop", t.SiteID) != nil:
+		// Holders of emergency.stop stay able to log in, so that someone
+		// can resume.
+		return ErrLoginSuspended, ReasonEmergencyStop, nil
+	}
+	return nil, "", nil
 }
 
 // succeedIn records a successful login inside tx: the lock state given,

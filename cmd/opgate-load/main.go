@@ -265,27 +265,29 @@ func enrollAll(c *client, admin string, n int) ([]*authntest.Card, error) {
 	return out, nil
 }
 
-// loginLoad runs whole logins until the duration is up. Each card is used
-// by one client at a time, as a card is in one reader.
-func loginLoad(c *client, cards []*authntest.Card, workers int, d time.Duration) ([]time.Duration, int64) {
-	pool := make(chan *authntest.Card, len(cards))
-	for _, cd := range cards {
-		pool <- cd
-	}
+// timed runs op on workers goroutines until d is up and returns the
+// latency of each success and the number of failures. Each worker first
+// calls setup for its own op (a card of its own, say).
+func timed(workers int, d time.Duration, setup func() (func() error, error)) ([]time.Duration, int64, error) {
 	var mu sync.Mutex
 	var lat []time.Duration
 	var fails atomic.Int64
+	var setupErr error
 	deadline := time.Now().Add(d)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
+			op, err := setup()
+			if err != nil {
+				mu.Lock()
+				setupErr = err
+				mu.Unlock()
+				return
+			}
 			var mine []time.Duration
 			for time.Now().Before(deadline) {
-				card := <-pool
 				start := time.Now()
-				err := login(c, card)
-				pool <- card
-				if err != nil {
+				if err := op(); err != nil {
 					fails.Add(1)
 					continue
 				}
@@ -297,7 +299,24 @@ func loginLoad(c *client, cards []*authntest.Card, workers int, d time.Duration)
 		})
 	}
 	wg.Wait()
-	return lat, fails.Load()
+	return lat, fails.Load(), setupErr
+}
+
+// loginLoad runs whole logins until the duration is up. Each card is used
+// by one client at a time, as a card is in one reader.
+func loginLoad(c *client, cards []*authntest.Card, workers int, d time.Duration) ([]time.Duration, int64) {
+	pool := make(chan *authntest.Card, len(cards))
+	for _, cd := range cards {
+		pool <- cd
+	}
+	lat, fails, _ := timed(workers, d, func() (func() error, error) {
+		return func() error {
+			card := <-pool
+			defer func() { pool <- card }()
+			return login(c, card)
+		}, nil
+	})
+	return lat, fails
 }
 
 func login(c *client, card *authntest.Card) (err error) {
@@ -336,60 +355,38 @@ func floorLoad(workers int, d time.Duration) ([]time.Duration, error) {
 	if err != nil {
 		return nil, err
 	}
-	var mu sync.Mutex
-	var lat []time.Duration
-	var firstErr error
-	deadline := time.Now().Add(d)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			f := &failer{}
-			card := authntest.NewCard(f)
-			user := authn.EnrollUser{OperatorID: "OP-00000000", Name: "floor"}
-			options, state, _, err := cer.BeginEnrollment(user)
-			var cred authn.NewCredential
-			if err == nil {
-				cred, err = cer.FinishEnrollment(state, card.Create(options, origin), user, authn.CardPolicy{})
-			}
+	lat, fails, err := timed(workers, d, func() (func() error, error) {
+		card := authntest.NewCard(&failer{})
+		user := authn.EnrollUser{OperatorID: "OP-00000000", Name: "floor"}
+		options, state, _, err := cer.BeginEnrollment(user)
+		if err != nil {
+			return nil, err
+		}
+		cred, err := cer.FinishEnrollment(state, card.Create(options, origin), user, authn.CardPolicy{})
+		if err != nil {
+			return nil, fmt.Errorf("floor enrollment: %w", err)
+		}
+		stored := authn.StoredCredential{OperatorID: user.OperatorID, CredentialID: cred.CredentialID, PublicKey: cred.PublicKey,
+			AAGUID: cred.AAGUID, SignCount: cred.SignCount, Flags: cred.Flags}
+		return func() error {
+			options, state, _, err := cer.BeginLogin(nil)
 			if err != nil {
-				mu.Lock()
-				firstErr = fmt.Errorf("floor enrollment: %w", err)
-				mu.Unlock()
-				return
+				return err
 			}
-			stored := authn.StoredCredential{OperatorID: user.OperatorID, CredentialID: cred.CredentialID, PublicKey: cred.PublicKey,
-				AAGUID: cred.AAGUID, SignCount: cred.SignCount, Flags: cred.Flags}
-			var mine []time.Duration
-			for time.Now().Before(deadline) {
-				start := time.Now()
-				options, state, _, err := cer.BeginLogin(nil)
-				if err == nil {
-					assertion := card.Get(options, origin, card.UserHandle())
-					var a authn.Assertion
-					a, err = cer.FinishLogin(state, assertion, func(_, _ []byte) (authn.StoredCredential, error) { return stored, nil })
-					if err == nil {
-						stored.SignCount = a.SignCount
-						now := time.Now()
-						_, err = tokens.Sign(authn.TokenClaims{OperatorID: "OP-00000000", SessionID: "S-floor", IssuedAt: now, ExpiresAt: now.Add(5 * time.Minute)})
-					}
-				}
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = fmt.Errorf("floor (worker %d): %w", w, err)
-					}
-					mu.Unlock()
-					return
-				}
-				mine = append(mine, time.Since(start))
+			a, err := cer.FinishLogin(state, card.Get(options, origin, card.UserHandle()), func(_, _ []byte) (authn.StoredCredential, error) { return stored, nil })
+			if err != nil {
+				return err
 			}
-			mu.Lock()
-			lat = append(lat, mine...)
-			mu.Unlock()
-		})
+			stored.SignCount = a.SignCount
+			now := time.Now()
+			_, err = tokens.Sign(authn.TokenClaims{OperatorID: "OP-00000000", SessionID: "S-floor", IssuedAt: now, ExpiresAt: now.Add(5 * time.Minute)})
+			return err
+		}, nil
+	})
+	if err == nil && fails > 0 {
+		err = fmt.Errorf("floor: %d operations failed", fails)
 	}
-	wg.Wait()
-	return lat, firstErr
+	return lat, err
 }
 
 func report(what string, lat []time.Duration, fails int64, d time.Duration) string {
@@ -455,52 +452,25 @@ func passwordRun(c *client, admin string, n, workers int, d time.Duration) error
 		ops = append(ops, o.OperatorID)
 	}
 	fmt.Printf("password logins for %s with %d concurrent clients…\n", d, workers)
-	var mu sync.Mutex
-	var lat []time.Duration
-	var fails atomic.Int64
 	var next atomic.Int64
-	deadline := time.Now().Add(d)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			var mine []time.Duration
-			for time.Now().Before(deadline) {
-				op := ops[int(next.Add(1))%len(ops)]
-				start := time.Now()
-				if _, err := c.must(200, "POST", "/v1/login/password", "", map[string]any{"operator_id": op, "password": loadPassword, "terminal_id": "admin-console"}); err != nil {
-					fails.Add(1)
-					continue
-				}
-				mine = append(mine, time.Since(start))
-			}
-			mu.Lock()
-			lat = append(lat, mine...)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	fmt.Println(report("password login over HTTP", lat, fails.Load(), d))
+	lat, fails, _ := timed(workers, d, func() (func() error, error) {
+		return func() error {
+			op := ops[int(next.Add(1))%len(ops)]
+			_, err := c.must(200, "POST", "/v1/login/password", "", map[string]any{"operator_id": op, "password": loadPassword, "terminal_id": "admin-console"})
+			return err
+		}, nil
+	})
+	fmt.Println(report("password login over HTTP", lat, fails, d))
 	hash, err := authn.HashPassword(loadPassword, authn.DefaultPasswordParams)
 	if err != nil {
 		return err
 	}
-	var hashes []time.Duration
-	end := time.Now().Add(d / 2)
-	var hw sync.WaitGroup
-	for range workers {
-		hw.Go(func() {
-			var mine []time.Duration
-			for time.Now().Before(end) {
-				start := time.Now()
-				_, _ = authn.VerifyPassword(hash, loadPassword)
-				mine = append(mine, time.Since(start))
-			}
-			mu.Lock()
-			hashes = append(hashes, mine...)
-			mu.Unlock()
-		})
-	}
-	hw.Wait()
+	hashes, _, _ := timed(workers, d/2, func() (func() error, error) {
+		return func() error {
+			_, err := authn.VerifyPassword(hash, loadPassword)
+			return err
+		}, nil
+	})
 	fmt.Println(report("argon2id verification alone", hashes, 0, d/2))
 	if len(lat) > 0 && len(hashes) > 0 {
 		perLogin := d.Seconds() / float64(len(lat))

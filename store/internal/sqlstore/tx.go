@@ -103,11 +103,9 @@ func (t *tx) execOne(ctx context.Context, query string, args ...any) error {
 }
 
 func (t *tx) row(ctx context.Context, query string, args ...any) *sql.Row {
-	if err := t.beforeStatement(); err != nil {
-		// The savepoint failed: so will the query, on the aborted
-		// transaction, and the error reaches the caller through Scan.
-		_ = err
-	}
+	// A failed savepoint leaves the transaction aborted: the query then
+	// fails too, and its error reaches the caller through Scan.
+	_ = t.beforeStatement()
 	if st := t.prepared(ctx, query); st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}
