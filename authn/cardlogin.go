@@ -33,67 +33,96 @@ type cardOutcome struct {
 	nowLocked bool
 }
 
-// finishCardInTx judges a card inside the one transaction that records the
-// outcome: the operator's row is locked (a row lock, or SQLite's single
-// writer) before the lock state is read and the signature checked, so
-// attempts at one operator are judged one at a time on every replica, and
-// the success or failure commits with its audit event. A card's signature
-// costs a fraction of a millisecond, so holding the lock for it costs
-// little; a password (argon2id) is never judged here.
+// finishCardInTx judges a card in two steps. The signature, the client
+// data and the authenticator data are checked first, outside any write
+// transaction: a card's public key never changes, so that work (the bulk
+// of a login's CPU) runs on the request's own goroutine, beside other
+// logins. What can change between two attempts (the card's status and
+// counter, the operator's status and lock) is then read and judged inside
+// the one transaction that records the outcome, with the operator's row
+// locked (a row lock, or SQLite's single writer) first: attempts at one
+// operator are judged one at a time on every replica, a counter that did
+// not increase since the last committed login is caught however the
+// attempts interleave, and the success or failure commits with its audit
+// event. A password (argon2id) is never judged here.
 func (l *Logins) finishCardInTx(ctx context.Context, c Client, st loginState, credential []byte, p policy.Policy, now time.Time) (Login, error) {
-	// What the decision needs besides the card, read before the write
-	// transaction so that it holds nothing while reading.
-	var t lifecycle.Terminal
-	err := l.cfg.DB.View(ctx, func(tx LoginTx) (err error) {
-		t, err = tx.GetTerminal(ctx, c.TerminalID)
-		if errors.Is(err, opgate.ErrNotFound) {
-			t, err = lifecycle.Terminal{}, nil
+	// The terminal and the card are read in one read transaction, when
+	// the ceremony names the credential.
+	var (
+		t         lifecycle.Terminal
+		pre       Card
+		found     bool
+		mismatch  bool
+		lookupErr error
+	)
+	assertion, ceremony := l.cfg.Ceremonies.FinishLogin(st.Ceremony, credential, func(credID, _ []byte) (StoredCredential, error) {
+		lookupErr = l.cfg.DB.View(ctx, func(tx LoginTx) (err error) {
+			if t, err = tx.GetTerminal(ctx, c.TerminalID); errors.Is(err, opgate.ErrNotFound) {
+				t, err = lifecycle.Terminal{}, nil
+			}
+			if err != nil {
+				return err
+			}
+			if pre, err = tx.GetCardByCredential(ctx, credID); err == nil {
+				found = true
+			} else if errors.Is(err, opgate.ErrNotFound) {
+				err = nil
+			}
+			return err
+		})
+		switch {
+		case lookupErr != nil:
+			return StoredCredential{}, lookupErr
+		case !found:
+			return StoredCredential{}, ErrUnknownCredential
+		case st.Operator != "" && pre.OperatorID != st.Operator:
+			mismatch = true
+			return StoredCredential{}, ErrUnknownCredential
 		}
-		return err
+		return StoredCredential{OperatorID: pre.OperatorID, CredentialID: pre.CredentialID, PublicKey: pre.PublicKey,
+			AAGUID: pre.AAGUID, SignCount: pre.SignCount, Flags: pre.Flags}, nil
 	})
-	if err != nil {
-		return Login{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	if lookupErr != nil {
+		return Login{}, fmt.Errorf("%w: %v", ErrUnavailable, lookupErr)
+	}
+	if !found || mismatch {
+		// A ceremony that named no known credential never read the
+		// terminal; the refusal below does not need it.
+		t = lifecycle.Terminal{}
 	}
 	stopped, err := l.stopped(ctx, t)
 	if err != nil {
 		return Login{}, err
 	}
 	var out cardOutcome
-	err = l.cfg.DB.InTx(ctx, func(tx LoginTx) error {
-		out = cardOutcome{}
-		var lookupErr error
-		out.assertion, out.ceremony = l.cfg.Ceremonies.FinishLogin(st.Ceremony, credential, func(credID, _ []byte) (StoredCredential, error) {
-			card, err := tx.GetCardByCredential(ctx, credID)
-			if errors.Is(err, opgate.ErrNotFound) {
-				return StoredCredential{}, ErrUnknownCredential
+	err = l.cfg.DB.InTx(ctx, func(tx LoginTx) (err error) {
+		out = cardOutcome{assertion: assertion, ceremony: ceremony, mismatch: mismatch}
+		if found && !mismatch {
+			if out.op, err = tx.GetOperatorForUpdate(ctx, pre.OperatorID); err != nil {
+				return err
 			}
-			if err != nil {
-				lookupErr = err
-				return StoredCredential{}, err
+			switch out.card, err = tx.GetCardByCredential(ctx, pre.CredentialID); {
+			case errors.Is(err, opgate.ErrNotFound):
+				// Deleted since it was read: unknown now.
+				out.op = lifecycle.Operator{}
+			case err != nil:
+				return err
+			default:
+				out.found = true
+				if out.lock, err = tx.GetLock(ctx, pre.OperatorID); err != nil {
+					return err
+				}
+				if out.lock.Locked(now) {
+					out.locked = &LockedError{Until: out.lock.Until}
+				}
 			}
-			out.card, out.found = card, true
-			if st.Operator != "" && card.OperatorID != st.Operator {
-				out.mismatch = true
-				return StoredCredential{}, ErrUnknownCredential
-			}
-			if out.op, err = tx.GetOperatorForUpdate(ctx, card.OperatorID); err != nil {
-				lookupErr = err
-				return StoredCredential{}, err
-			}
-			if out.lock, err = tx.GetLock(ctx, card.OperatorID); err != nil {
-				lookupErr = err
-				return StoredCredential{}, err
-			}
-			if out.lock.Locked(now) {
-				out.locked = &LockedError{Until: out.lock.Until}
-				return StoredCredential{}, out.locked
-			}
-			return StoredCredential{OperatorID: card.OperatorID, CredentialID: card.CredentialID, PublicKey: card.PublicKey,
-				AAGUID: card.AAGUID, SignCount: card.SignCount, Flags: card.Flags}, nil
-		})
+		}
+		if out.ceremony == nil && out.found && counterRegressed(out.assertion.SignCount, out.card.SignCount) {
+			// Another login of this card committed a counter at least as
+			// high after the signature was checked against the older one.
+			out.ceremony = refuse(CeremonySignCountRegressed)
+		}
 		switch {
-		case lookupErr != nil:
-			return lookupErr
 		case out.locked != nil:
 			_, err := tx.AppendAudit(ctx, refusalEvent(out.op.ID, c, ReasonLocked, "card:"+string(out.card.ID), now))
 			return err
@@ -124,7 +153,6 @@ func (l *Logins) finishCardInTx(ctx context.Context, c Client, st loginState, cr
 		// The card is right. What remains is whether this operator may log
 		// in here and now; a refusal is audited, not counted.
 		o := out.op
-		var err error
 		if out.refused, out.reason, err = l.refusal(ctx, o, t, stopped, now); err != nil {
 			return err
 		}
@@ -158,4 +186,10 @@ func (l *Logins) finishCardInTx(ctx context.Context, c Client, st loginState, cr
 		return Login{}, err
 	}
 	return out.login, nil
+}
+
+// counterRegressed is WebAuthn §7.2 step 17 as go-webauthn applies it: a
+// signature counter that is not zero on both sides must increase.
+func counterRegressed(got, stored uint32) bool {
+	return got <= stored && (got != 0 || stored != 0)
 }

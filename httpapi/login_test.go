@@ -240,3 +240,52 @@ func TestLockedShownInLists(t *testing.T) {
 		})
 	}
 }
+
+// TestClonedCounterRaceOneLogin: ten logins begun separately whose answers
+// all carry the same counter (a cloned card, or a replay) are finished at
+// once; the signatures are checked against the counter read before any of
+// them committed, so only the judgment under the operator's lock can tell
+// that all but one did not increase it.
+func TestClonedCounterRaceOneLogin(t *testing.T) {
+	for _, b := range servertest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			s := servertest.Start(t, b)
+			card := authntest.NewCard(t)
+			enroll(t, s, card, s.Boot.EnrollmentCode)
+			card.SetCounter(50)
+			card.FreezeCounter(true)
+			var finishes []map[string]any
+			for range 10 {
+				begin := s.Must(200, "POST", "/v1/login/card/begin", "", map[string]any{"terminal_id": "admin-console"})
+				var b struct {
+					LoginID string `json:"login_id"`
+				}
+				begin.JSON(t, &b)
+				assertion := card.Get(begin.Body, servertest.Origin, card.UserHandle())
+				finishes = append(finishes, map[string]any{"login_id": b.LoginID, "credential": json.RawMessage(assertion)})
+			}
+			var ok, refused atomic.Int32
+			var wg sync.WaitGroup
+			for _, f := range finishes {
+				wg.Go(func() {
+					switch r := s.Do("POST", "/v1/login/card/finish", "", f); r.Status {
+					case 200:
+						ok.Add(1)
+					case 401, 423: // judged failures lock the operator at the threshold
+						refused.Add(1)
+					default:
+						t.Errorf("finish: %d %s", r.Status, r.Body)
+					}
+				})
+			}
+			wg.Wait()
+			if ok.Load() != 1 || refused.Load() != 9 {
+				t.Fatalf("%d logins and %d refusals with one counter value, want 1 and 9", ok.Load(), refused.Load())
+			}
+			op := s.Must(200, "GET", "/v1/operators/"+string(s.Boot.OperatorID), s.Admin, nil).Map(t)
+			if c := op["cards"].([]any)[0].(map[string]any); c["clone_suspected"] != true {
+				t.Fatalf("card not flagged: %v", c)
+			}
+		})
+	}
+}

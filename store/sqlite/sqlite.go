@@ -61,13 +61,17 @@ func translate(err error) error {
 // dsn builds the connection string. WAL lets readers run beside the one
 // writer; synchronous(FULL) makes every commit durable before it is
 // answered; write transactions begin IMMEDIATE so that two writers never
-// deadlock upgrading a read lock.
+// deadlock upgrading a read lock. The statement and savepoint journals
+// (group commit gives every member transaction a savepoint) stay in memory:
+// they only matter until the commit, and writing them to temporary files
+// cost a system call per page on every login.
 func dsn(path string, readOnly bool) string {
 	v := url.Values{}
 	v.Add("_pragma", "busy_timeout(10000)")
 	v.Add("_pragma", "foreign_keys(1)")
 	v.Add("_pragma", "journal_mode(WAL)")
 	v.Add("_pragma", "synchronous(FULL)")
+	v.Add("_pragma", "temp_store(MEMORY)")
 	if readOnly {
 		v.Add("_pragma", "query_only(1)")
 	} else {
