@@ -119,6 +119,7 @@ type Tx interface {
 	ApproveApproval(ctx context.Context, id string, by opgate.OperatorID, at time.Time) error
 	UseApproval(ctx context.Context, id string, op opgate.OperatorID, action opgate.Permission, site opgate.SiteID, decision string, at time.Time) (bool, error)
 	AppendAudit(ctx context.Context, e audit.Event) (audit.Event, error)
+	ListAudit(ctx context.Context, f audit.Filter) ([]audit.Event, error)
 }
 
 // DB runs authz's transactions.

@@ -407,16 +407,15 @@ type Holder struct {
 
 // HoldersAt answers "who could use perm at site at instant at?" from the
 // grants, which are never deleted, only ended (R4.4): every grant live at
-// that instant whose role gives perm, at the site or at every site. Roles
-// count with the permissions they have now; their history is in the audit
-// log (role.changed) but not replayed here.
+// that instant whose role gave perm at that instant (RolesAt), at the site
+// or at every site.
 func (s *Service) HoldersAt(ctx context.Context, perm opgate.Permission, site opgate.SiteID, at time.Time) ([]Holder, error) {
+	rs, err := s.RolesAt(ctx, at)
+	if err != nil {
+		return nil, err
+	}
 	var out []Holder
-	err := s.db.View(ctx, func(tx Tx) error {
-		rs, err := tx.ListRoles(ctx)
-		if err != nil {
-			return err
-		}
+	err = s.db.View(ctx, func(tx Tx) error {
 		giving := map[opgate.RoleID]bool{}
 		for _, r := range rs {
 			giving[r.ID] = r.Has(perm)

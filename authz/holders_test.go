@@ -21,21 +21,9 @@ import (
 // TestHoldersAt answers "who could read restricted records at the site on
 // date D" from grants that were approved, expired and revoked over time.
 func TestHoldersAt(t *testing.T) {
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "opgate.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	clk := clocktest.New()
+	ctx, st, clk, must := historyStore(t)
 	t0 := clk.Now()
 	day := 24 * time.Hour
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
 	must(st.InTx(ctx, func(tx store.Tx) error {
 		if err := authz.SeedRoles(ctx, tx); err != nil {
 			return err
@@ -96,4 +84,105 @@ func TestHoldersAt(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRolesAtReplaysHistory: a role that gained the restricted permission
+// on day 3 and lost it on day 15 gave it to its holders between those
+// days only, whatever it gives today; a role created on day 8 did not
+// exist before.
+func TestRolesAtReplaysHistory(t *testing.T) {
+	ctx, st, clk, must := historyStore(t)
+	t0 := clk.Now()
+	day := 24 * time.Hour
+	must(st.InTx(ctx, func(tx store.Tx) error {
+		if err := authz.SeedRoles(ctx, tx); err != nil {
+			return err
+		}
+		if err := tx.CreateSite(ctx, lifecycle.Site{ID: "honcho", Name: "本町", MunicipalityCode: "132152", CreatedAt: t0}); err != nil {
+			return err
+		}
+		for _, id := range []opgate.OperatorID{"OP-ADMIN", "OP-E"} {
+			if err := tx.CreateOperator(ctx, lifecycle.Operator{ID: id, StaffNumber: string(id), Name: "職員", SiteID: "honcho",
+				EmploymentType: lifecycle.Regular, Status: lifecycle.Active, IssuedAt: t0, StatusChanged: t0}); err != nil {
+				return err
+			}
+		}
+		return tx.CreateGrant(ctx, authz.Grant{ID: "G-ADMIN", OperatorID: "OP-ADMIN", RoleID: roles.SecurityAdmin, SiteID: opgate.AllSites,
+			Status: authz.Active, ValidFrom: t0, GrantedBy: "OP-SETUP", Reason: "setup", CreatedAt: t0})
+	}))
+	svc, err := authz.New(authz.Config{DB: store.Runner[authz.Tx]{S: st}, Clock: clk})
+	must(err)
+	admin := authz.Actor{ID: "OP-ADMIN"}
+	put := func(at time.Duration, create bool, perms ...opgate.Permission) {
+		t.Helper()
+		clk.Set(t0.Add(at))
+		_, err := svc.PutRole(ctx, admin, roles.Role{ID: "dv_support", Name: "支援措置", Permissions: perms}, create)
+		must(err)
+	}
+	put(0, true, roles.ResidentRead)
+	must(st.InTx(ctx, func(tx store.Tx) error {
+		return tx.CreateGrant(ctx, authz.Grant{ID: "G-E", OperatorID: "OP-E", RoleID: "dv_support", SiteID: "honcho",
+			Status: authz.Active, ValidFrom: t0.Add(day), GrantedBy: "OP-ADMIN", Reason: "test", CreatedAt: t0})
+	}))
+	put(3*day, false, roles.ResidentRead, roles.ResidentReadRestricted)
+	clk.Set(t0.Add(8 * day))
+	_, err = svc.PutRole(ctx, admin, roles.Role{ID: "late_role", Name: "後発", Permissions: []opgate.Permission{roles.ResidentRead}}, true)
+	must(err)
+	put(15*day, false, roles.ResidentRead)
+	put(30*day, false, roles.ResidentRead, roles.ResidentReadRestricted) // today: gives it again
+	clk.Set(t0.Add(40 * day))
+
+	for _, tc := range []struct {
+		name string
+		at   time.Duration
+		want []opgate.OperatorID
+	}{
+		{"day 2", 2 * day, nil},
+		{"day 5", 5 * day, []opgate.OperatorID{"OP-E"}},
+		{"at the removal", 15 * day, nil},
+		{"day 20", 20 * day, nil},
+		{"today", 40 * day, []opgate.OperatorID{"OP-E"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hs, err := svc.HoldersAt(ctx, roles.ResidentReadRestricted, "honcho", t0.Add(tc.at))
+			must(err)
+			var got []opgate.OperatorID
+			for _, h := range hs {
+				got = append(got, h.OperatorID)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Fatalf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+	before, err := svc.RolesAt(ctx, t0.Add(7*day))
+	must(err)
+	after, err := svc.RolesAt(ctx, t0.Add(9*day))
+	must(err)
+	if _, ok := before["late_role"]; ok {
+		t.Fatal("a role created on day 8 existed on day 7")
+	}
+	if _, ok := after["late_role"]; !ok {
+		t.Fatal("a role created on day 8 missing on day 9")
+	}
+	if !before[roles.CounterClerk].BuiltIn {
+		t.Fatal("built-in roles missing from the past")
+	}
+}
+
+// historyStore opens an empty SQLite store with a test clock.
+func historyStore(t *testing.T) (context.Context, store.Store, *clocktest.Clock, func(error)) {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "opgate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return t.Context(), st, clocktest.New(), must
 }

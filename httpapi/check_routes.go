@@ -13,6 +13,7 @@ func (s *Server) registerCheck() {
 	s.handle("POST", "/v1/authz/check", bearer, "", s.authzCheck)
 	s.handle("POST", "/v1/approvals", bearer, "", s.requestApproval)
 	s.handle("POST", "/v1/approvals/{id}/approve", bearer, "", s.approveApproval)
+	s.handle("GET", "/v1/reports/holders", bearer, roles.ReportRead, s.holdersReport)
 }
 
 type approvalDTO struct {

@@ -488,7 +488,8 @@ func (s *Server) operatorHistory(w http.ResponseWriter, r *http.Request, p authn
 func seqKey(e audit.Event) string { return strconv.FormatInt(e.Seq, 10) }
 
 // operatorPermissions answers what the operator could do at an instant,
-// from the grants' own dates (grants are never deleted, only ended).
+// from the grants' own dates (grants are never deleted, only ended) and
+// the roles as the history says they were defined then.
 func (s *Server) operatorPermissions(w http.ResponseWriter, r *http.Request, p authn.Principal) error {
 	id := opgate.OperatorID(r.PathValue("id"))
 	if err := s.canSeeOperator(r.Context(), p, id); err != nil {
@@ -506,7 +507,7 @@ func (s *Server) operatorPermissions(w http.ResponseWriter, r *http.Request, p a
 	if err != nil {
 		return err
 	}
-	rs, err := s.cfg.Authz.ListRoles(r.Context())
+	rs, err := s.cfg.Authz.RolesAt(r.Context(), at)
 	if err != nil {
 		return err
 	}
@@ -524,15 +525,10 @@ func (s *Server) operatorPermissions(w http.ResponseWriter, r *http.Request, p a
 			continue
 		}
 		out.Grants = append(out.Grants, toGrantDTO(g, at))
-		for _, role := range rs {
-			if role.ID != g.RoleID {
-				continue
-			}
-			for _, perm := range role.Permissions {
-				pd := permDTO{perm, g.SiteID}
-				if !slices.Contains(out.Permissions, pd) {
-					out.Permissions = append(out.Permissions, pd)
-				}
+		for _, perm := range rs[g.RoleID].Permissions {
+			pd := permDTO{perm, g.SiteID}
+			if !slices.Contains(out.Permissions, pd) {
+				out.Permissions = append(out.Permissions, pd)
 			}
 		}
 	}

@@ -58,8 +58,8 @@ func run() error {
 	duration := flag.Duration("duration", 10*time.Second, "how long to log in")
 	dbURL := flag.String("db", "", "postgres:// URL of a server; a fresh database is made there and dropped after. Empty: a SQLite file in a temporary directory")
 	redisURL := flag.String("redis", "", "redis:// URL; empty: in-process ephemeral state")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the login phase to this file")
-	mode := flag.String("mode", "card", "card: card logins; password: password logins (policy allowing them)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the measured phases to this file")
+	mode := flag.String("mode", "card", "card: card logins; password: password logins (policy allowing them); check: decisions (POST /v1/authz/check)")
 	flag.Parse()
 	if *cards < 1 || *workers < 1 || *duration <= 0 {
 		return errors.New("-cards, -concurrency and -duration must be positive")
@@ -135,10 +135,6 @@ func run() error {
 		return err
 	}
 
-	if *mode == "password" {
-		return passwordRun(c, admin, *cards, *workers, *duration)
-	}
-	fmt.Printf("logging in for %s with %d concurrent clients…\n", *duration, *workers)
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -147,7 +143,15 @@ func run() error {
 		if err := pprof.StartCPUProfile(f); err != nil {
 			return err
 		}
+		defer pprof.StopCPUProfile()
 	}
+	switch *mode {
+	case "password":
+		return passwordRun(c, admin, *cards, *workers, *duration)
+	case "check":
+		return checkRun(c, vcards, *workers, *duration)
+	}
+	fmt.Printf("logging in for %s with %d concurrent clients…\n", *duration, *workers)
 	lat, fails := loginLoad(c, vcards, *workers, *duration)
 	pprof.StopCPUProfile()
 	fmt.Println(report("whole login over HTTP", lat, fails, *duration))
@@ -325,18 +329,7 @@ func login(c *client, card *authntest.Card) (err error) {
 			err = fmt.Errorf("card: %v", v)
 		}
 	}()
-	begin, err := c.must(200, "POST", "/v1/login/card/begin", "", map[string]any{"terminal_id": "admin-console"})
-	if err != nil {
-		return err
-	}
-	var b struct {
-		LoginID string `json:"login_id"`
-	}
-	if err := json.Unmarshal(begin, &b); err != nil {
-		return err
-	}
-	assertion := card.Get(begin, origin, card.UserHandle())
-	_, err = c.must(200, "POST", "/v1/login/card/finish", "", map[string]any{"login_id": b.LoginID, "credential": json.RawMessage(assertion)})
+	_, err = loginToken(c, card)
 	return err
 }
 
