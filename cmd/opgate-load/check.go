@@ -34,14 +34,15 @@ func checkBodies() [][]byte {
 // durably in the history before its answer, beside GET /v1/me with the
 // same sessions and clients: the same HTTP, token and session checks
 // without a decision or a write.
-func checkRun(c *client, cards []*authntest.Card, workers int, d time.Duration) error {
+func checkRun(c *client, cards []*authntest.Card, workers int, d time.Duration, openfga string) error {
 	tokens := make([]string, len(cards))
+	operators := make([]string, len(cards))
 	for i, card := range cards {
-		tok, err := loginToken(c, card)
+		l, err := loginToken(c, card)
 		if err != nil {
 			return err
 		}
-		tokens[i] = tok
+		tokens[i], operators[i] = l.AccessToken, l.OperatorID
 	}
 	bodies := checkBodies()
 	var next atomic.Int64
@@ -75,28 +76,42 @@ func checkRun(c *client, cards []*authntest.Card, workers int, d time.Duration) 
 	if len(base) > 0 && len(lat) > 0 {
 		fmt.Printf("ratio of decisions to the baseline: %.2f\n", float64(len(lat))/float64(len(base)))
 	}
+	if openfga == "" {
+		return nil
+	}
+	peer, peerFails, err := openFGARun(openfga, operators, workers, d)
+	if err != nil {
+		return err
+	}
+	fmt.Println(report("OpenFGA check over HTTP, same questions and clients (no decision record)", peer, peerFails, d))
+	if len(peer) > 0 && len(lat) > 0 {
+		fmt.Printf("ratio of opgate decisions to OpenFGA checks: %.2f\n", float64(len(lat))/float64(len(peer)))
+	}
 	return nil
 }
 
-// loginToken logs a card in and returns the session's access token.
-func loginToken(c *client, card *authntest.Card) (string, error) {
+type loggedIn struct {
+	AccessToken string `json:"access_token"`
+	OperatorID  string `json:"operator_id"`
+}
+
+// loginToken logs a card in.
+func loginToken(c *client, card *authntest.Card) (loggedIn, error) {
 	begin, err := c.must(200, "POST", "/v1/login/card/begin", "", map[string]any{"terminal_id": "admin-console"})
 	if err != nil {
-		return "", err
+		return loggedIn{}, err
 	}
 	var b struct {
 		LoginID string `json:"login_id"`
 	}
 	if err := json.Unmarshal(begin, &b); err != nil {
-		return "", err
+		return loggedIn{}, err
 	}
 	out, err := c.must(200, "POST", "/v1/login/card/finish", "", map[string]any{"login_id": b.LoginID,
 		"credential": json.RawMessage(card.Get(begin, origin, card.UserHandle()))})
 	if err != nil {
-		return "", err
+		return loggedIn{}, err
 	}
-	var l struct {
-		AccessToken string `json:"access_token"`
-	}
-	return l.AccessToken, json.Unmarshal(out, &l)
+	var l loggedIn
+	return l, json.Unmarshal(out, &l)
 }

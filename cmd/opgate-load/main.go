@@ -6,6 +6,13 @@
 // logins/s with p50 and p99. In the same run it measures the floor: the
 // WebAuthn assertion validation plus one token signature, in-process, with
 // the same concurrency, and reports the ratio of whole logins to it.
+//
+// With -mode check it logs the cards in once and asks the decision point
+// (POST /v1/authz/check, each decision durably recorded) over HTTP, beside
+// GET /v1/me with the same sessions and clients; with -openfga it then asks
+// an OpenFGA server the same questions on an equivalent model (RBAC with
+// sites as domains) and prints the ratio. With -mode password it measures
+// password logins beside argon2id alone.
 package main
 
 import (
@@ -59,6 +66,7 @@ func run() error {
 	dbURL := flag.String("db", "", "postgres:// URL of a server; a fresh database is made there and dropped after. Empty: a SQLite file in a temporary directory")
 	redisURL := flag.String("redis", "", "redis:// URL; empty: in-process ephemeral state")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the measured phases to this file")
+	openfga := flag.String("openfga", "", "with -mode check: the URL of an OpenFGA server to ask the same questions, in the same run")
 	mode := flag.String("mode", "card", "card: card logins; password: password logins (policy allowing them); check: decisions (POST /v1/authz/check)")
 	flag.Parse()
 	if *cards < 1 || *workers < 1 || *duration <= 0 {
@@ -122,7 +130,7 @@ func run() error {
 	srv := &http.Server{Handler: app.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	defer srv.Close()
-	c := &client{base: "http://" + ln.Addr().String(), http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *workers * 2}}}
+	c := &client{base: "http://" + ln.Addr().String(), http: newHTTPClient(*workers)}
 	iss, err := app.Sessions.Start(ctx, authn.Start{OperatorID: boot.OperatorID, SiteID: "honcho", TerminalID: "admin-console", AMR: []string{"hwk", "user"}})
 	if err != nil {
 		return err
@@ -149,7 +157,7 @@ func run() error {
 	case "password":
 		return passwordRun(c, admin, *cards, *workers, *duration)
 	case "check":
-		return checkRun(c, vcards, *workers, *duration)
+		return checkRun(c, vcards, *workers, *duration, *openfga)
 	}
 	fmt.Printf("logging in for %s with %d concurrent clients…\n", *duration, *workers)
 	lat, fails := loginLoad(c, vcards, *workers, *duration)
@@ -165,6 +173,10 @@ func run() error {
 		fmt.Printf("ratio of whole logins to the floor: %.2f\n", float64(len(lat))/float64(len(floor)))
 	}
 	return nil
+}
+
+func newHTTPClient(workers int) *http.Client {
+	return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers * 2}}
 }
 
 func randomHex() string {
