@@ -205,7 +205,7 @@ func (s *Service) fresh(ctx context.Context, tx Tx, op opgate.OperatorID) (e *en
 		if err != nil {
 			return nil, nil, err
 		}
-		e = newEntry(OperatorState{ID: o.ID, Status: o.Status, ValidUntil: o.ValidUntil, Version: v.Operator}, gs, rs, nil)
+		e = s.idx.newEntry(OperatorState{ID: o.ID, Status: o.Status, ValidUntil: o.ValidUntil, Version: v.Operator}, gs, rs)
 	}
 	return e, func() {
 		if newRoles {
@@ -238,7 +238,7 @@ func (s *Service) view(ctx context.Context, op opgate.OperatorID, fn func(*entry
 // Decide answers whether op may use perm at site now, from the live grants.
 func (s *Service) Decide(ctx context.Context, op opgate.OperatorID, perm opgate.Permission, site opgate.SiteID) (Decision, error) {
 	var d Decision
-	err := s.view(ctx, op, func(e *entry) { d = e.decide(perm, site, s.clk.Now()) })
+	err := s.view(ctx, op, func(e *entry) { d = e.decide(perm, site, s.clk.Now(), s.idx.sites.Load()) })
 	return d, err
 }
 
@@ -261,10 +261,11 @@ func (s *Service) Sites(ctx context.Context, op opgate.OperatorID, perm opgate.P
 		if e == nil {
 			return
 		}
-		now := s.clk.Now()
+		now, sites := s.clk.Now(), s.idx.sites.Load()
 		for _, g := range e.grants {
-			if d := e.decide(perm, g.site, now); d.Allowed && !slices.Contains(out, g.site) {
-				out = append(out, g.site)
+			site := sites.names[g.site]
+			if d := e.decide(perm, site, now, sites); d.Allowed && !slices.Contains(out, site) {
+				out = append(out, site)
 			}
 		}
 	})
@@ -283,6 +284,6 @@ func (s *Service) HoldsAnywhere(ctx context.Context, op opgate.OperatorID, perm 
 // every site counts): a terminal of that site is one the operator may use.
 func (s *Service) HasGrantAt(ctx context.Context, op opgate.OperatorID, site opgate.SiteID) (bool, error) {
 	var ok bool
-	err := s.view(ctx, op, func(e *entry) { ok = e.hasGrantAt(site, s.clk.Now()) })
+	err := s.view(ctx, op, func(e *entry) { ok = e.hasGrantAt(site, s.clk.Now(), s.idx.sites.Load()) })
 	return ok, err
 }

@@ -65,13 +65,14 @@ func (s *Service) Check(ctx context.Context, r CheckRequest, restrictedNeedsPurp
 			return err
 		}
 		publish = p
-		d := e.decide(r.Action, r.Resource.SiteID, now)
+		sites := s.idx.sites.Load()
+		d := e.decide(r.Action, r.Resource.SiteID, now, sites)
 		switch {
 		case !d.Allowed:
 		case r.TerminalSite != r.Resource.SiteID:
 			// The record is served at the counter of its own site only.
 			d = Decision{Reason: ReasonTerminalSiteMismatch}
-		case r.Resource.Restricted && !e.decide(roles.ResidentReadRestricted, r.Resource.SiteID, now).Allowed:
+		case r.Resource.Restricted && !e.decide(roles.ResidentReadRestricted, r.Resource.SiteID, now, sites).Allowed:
 			d = Decision{Reason: ReasonRestrictedNeedsPermission}
 		case r.Resource.Restricted && restrictedNeedsPurpose && r.Purpose == "":
 			d = Decision{Reason: ReasonPurposeRequired}

@@ -1,9 +1,10 @@
 package authz
 
 import (
-	"hash/maphash"
+	"maps"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,12 +62,12 @@ type State struct {
 }
 
 // permSet is a set of catalog permissions, one bit each.
-type permSet uint64
+type permSet uint32
 
 var permBits = func() map[opgate.Permission]uint8 {
 	m := map[opgate.Permission]uint8{}
 	for i, e := range roles.Catalog() {
-		if i >= 64 {
+		if i >= 32 {
 			panic("authz: the permission catalog outgrew the index's bit set")
 		}
 		m[e.Permission] = uint8(i)
@@ -140,13 +141,20 @@ func operatorEnd(t time.Time) int64 {
 	return nanos(t)
 }
 
+// grantEntry is what a decision scans of a grant, 24 bytes: at a hundred
+// thousand operators the index does not fit in the CPU's caches, and a
+// decision's cost is the memory it touches.
 type grantEntry struct {
-	id    opgate.GrantID
-	role  opgate.RoleID
-	site  opgate.SiteID
-	from  int64 // live from (inclusive)
-	until int64 // live until (exclusive); MaxInt64: no end
 	perms permSet
+	site  uint32 // in the index's site table; allSites is "*"
+	from  int64  // live from (inclusive)
+	until int64  // live until (exclusive); MaxInt64: no end
+}
+
+// grantName is the rest of a grant, read only when it is named.
+type grantName struct {
+	id   opgate.GrantID
+	role opgate.RoleID
 }
 
 // entry is one operator's rights at one version. It is never changed once
@@ -154,10 +162,12 @@ type grantEntry struct {
 type entry struct {
 	id         opgate.OperatorID
 	version    int64
-	state      uint8
 	validUntil int64
-	rolesVer   int64 // the roles version perms were resolved against
-	grants     []grantEntry
+	rolesVer   int64   // the roles version perms were resolved against
+	any        permSet // every permission some grant's role gives
+	state      uint8
+	grants     []grantEntry // in grant ID order, the order Decide meets them
+	names      []grantName  // beside grants
 }
 
 func stateOf(s lifecycle.Status) uint8 {
@@ -170,41 +180,38 @@ func stateOf(s lifecycle.Status) uint8 {
 	return stateInactive
 }
 
-// newEntry builds an operator's entry from its state and grants (those of
-// other operators and those not active are left out), in grant ID order:
-// the order in which Decide meets them, so that the allowing grant named
-// is the same.
-func newEntry(o OperatorState, gs []Grant, rs *roleSet, sites map[opgate.SiteID]opgate.SiteID) *entry {
-	e := &entry{id: o.ID, version: o.Version, state: stateOf(o.Status), validUntil: operatorEnd(o.ValidUntil), rolesVer: rs.version}
-	for _, g := range gs {
-		if g.Status != Active || g.OperatorID != o.ID {
-			continue
-		}
-		site := g.SiteID
-		if sites != nil {
-			// One copy of each site ID for the whole index.
-			if s, ok := sites[site]; ok {
-				site = s
-			} else {
-				sites[site] = site
-			}
-		}
-		e.grants = append(e.grants, grantEntry{id: g.ID, role: g.RoleID, site: site, from: nanos(g.ValidFrom), until: endNanos(g.ValidUntil), perms: rs.perms[g.RoleID]})
-	}
-	if !slices.IsSortedFunc(e.grants, cmpGrantEntry) {
-		slices.SortFunc(e.grants, cmpGrantEntry)
-	}
-	return e
+func newEntryOf(o OperatorState, rs *roleSet) entry {
+	return entry{id: o.ID, version: o.Version, state: stateOf(o.Status), validUntil: operatorEnd(o.ValidUntil), rolesVer: rs.version}
 }
 
-func cmpGrantEntry(a, b grantEntry) int {
-	switch {
-	case a.id < b.id:
-		return -1
-	case a.id > b.id:
-		return 1
+// newEntry builds an operator's entry from its state and grants (those of
+// other operators and those not active are left out), in grant ID order,
+// so that the allowing grant named is the one Decide names.
+func (x *Index) newEntry(o OperatorState, gs []Grant, rs *roleSet) *entry {
+	e := newEntryOf(o, rs)
+	order := make([]int32, len(gs))
+	for i := range order {
+		order[i] = int32(i)
 	}
-	return 0
+	sortByGrantID(gs, order)
+	for _, i := range order {
+		x.add(&e, &gs[i], rs)
+	}
+	return &e
+}
+
+func sortByGrantID(gs []Grant, order []int32) {
+	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(string(gs[a].ID), string(gs[b].ID)) })
+}
+
+func (x *Index) add(e *entry, g *Grant, rs *roleSet) {
+	if g.Status != Active || g.OperatorID != e.id {
+		return
+	}
+	perms := rs.perms[g.RoleID]
+	e.grants = append(e.grants, grantEntry{perms: perms, site: x.siteID(g.SiteID), from: nanos(g.ValidFrom), until: endNanos(g.ValidUntil)})
+	e.names = append(e.names, grantName{id: g.ID, role: g.RoleID})
+	e.any |= perms
 }
 
 // withRoles is e with its grants' permissions resolved against rs.
@@ -213,16 +220,17 @@ func (e *entry) withRoles(rs *roleSet) *entry {
 		return e
 	}
 	c := *e
-	c.rolesVer = rs.version
+	c.rolesVer, c.any = rs.version, 0
 	c.grants = slices.Clone(e.grants)
 	for i := range c.grants {
-		c.grants[i].perms = rs.perms[c.grants[i].role]
+		c.grants[i].perms = rs.perms[c.names[i].role]
+		c.any |= c.grants[i].perms
 	}
 	return &c
 }
 
 // decide is Decide over the entry (nil: no such operator).
-func (e *entry) decide(perm opgate.Permission, site opgate.SiteID, now time.Time) Decision {
+func (e *entry) decide(perm opgate.Permission, site opgate.SiteID, now time.Time, sites *siteTable) Decision {
 	if e == nil {
 		return Decision{Reason: ReasonUnknownOperator}
 	}
@@ -241,14 +249,21 @@ func (e *entry) decide(perm opgate.Permission, site opgate.SiteID, now time.Time
 		return Decision{Reason: ReasonOperatorInactive}
 	}
 	bit := permSet(1) << b
+	if e.any&bit == 0 {
+		return Decision{Reason: ReasonNoGrant}
+	}
+	want, looked := noSite, false
 	elsewhere := false
 	for i := range e.grants {
 		g := &e.grants[i]
 		if g.perms&bit == 0 || t < g.from || t >= g.until {
 			continue
 		}
-		if g.site == opgate.AllSites || g.site == site {
-			return Decision{Allowed: true, Reason: ReasonAllowed, GrantID: g.id}
+		if !looked {
+			want, looked = sites.lookup(site), true
+		}
+		if g.site == allSites || g.site == want {
+			return Decision{Allowed: true, Reason: ReasonAllowed, GrantID: e.names[i].id}
 		}
 		elsewhere = true
 	}
@@ -260,25 +275,73 @@ func (e *entry) decide(perm opgate.Permission, site opgate.SiteID, now time.Time
 
 // hasGrantAt reports whether a grant of the entry is live at site now,
 // whatever its role.
-func (e *entry) hasGrantAt(site opgate.SiteID, now time.Time) bool {
+func (e *entry) hasGrantAt(site opgate.SiteID, now time.Time, sites *siteTable) bool {
 	if e == nil {
 		return false
 	}
-	t := nanos(now)
+	t, want := nanos(now), sites.lookup(site)
 	for _, g := range e.grants {
-		if t >= g.from && t < g.until && (g.site == site || g.site == opgate.AllSites) {
+		if t >= g.from && t < g.until && (g.site == want || g.site == allSites) {
 			return true
 		}
 	}
 	return false
 }
 
+// siteTable numbers the sites grants name, so that a grant keeps four
+// bytes instead of a string, and a decision compares integers. It only
+// grows (a new table replaces it), so an entry's numbers stay valid in
+// every table published after it was built.
+type siteTable struct {
+	ids   map[opgate.SiteID]uint32
+	names []opgate.SiteID
+}
+
+const (
+	allSites uint32 = 0
+	noSite   uint32 = math.MaxUint32 // a site no grant names
+)
+
+func (t *siteTable) lookup(s opgate.SiteID) uint32 {
+	if id, ok := t.ids[s]; ok {
+		return id
+	}
+	return noSite
+}
+
+// siteID numbers s, adding it to the table if it is new.
+func (x *Index) siteID(s opgate.SiteID) uint32 {
+	if id, ok := x.sites.Load().ids[s]; ok {
+		return id
+	}
+	x.addSites(map[opgate.SiteID]bool{s: true})
+	return x.sites.Load().ids[s]
+}
+
+// addSites adds the sites the table lacks, with one copy of it.
+func (x *Index) addSites(ss map[opgate.SiteID]bool) {
+	x.siteMu.Lock()
+	defer x.siteMu.Unlock()
+	old := x.sites.Load()
+	t := &siteTable{ids: maps.Clone(old.ids), names: slices.Clip(old.names)}
+	for s := range ss {
+		if _, ok := t.ids[s]; !ok {
+			t.ids[s] = uint32(len(t.names))
+			t.names = append(t.names, s)
+		}
+	}
+	if len(t.names) > len(old.names) {
+		x.sites.Store(t)
+	}
+}
+
 // Index is the in-memory decision index. It is safe for concurrent use:
 // readers take a shard's read lock for one map lookup; writers replace
 // whole entries.
 type Index struct {
-	seed   maphash.Seed
 	roles  atomic.Pointer[roleSet]
+	sites  atomic.Pointer[siteTable]
+	siteMu sync.Mutex // serialises additions to sites
 	shards [indexShards]indexShard
 }
 
@@ -295,19 +358,27 @@ type indexShard struct {
 // NewIndex returns an empty index; decisions fill it as they meet
 // operators, or Load fills it at once.
 func NewIndex() *Index {
-	x := &Index{seed: maphash.MakeSeed()}
+	x := &Index{}
+	x.sites.Store(&siteTable{ids: map[opgate.SiteID]uint32{opgate.AllSites: allSites}, names: []opgate.SiteID{opgate.AllSites}})
 	for i := range x.shards {
 		x.shards[i].m = map[opgate.OperatorID]*entry{}
 	}
 	return x
 }
 
-func (x *Index) shard(op opgate.OperatorID) *indexShard {
-	return &x.shards[maphash.String(x.seed, string(op))%indexShards]
+// shard picks an operator's shard from the last two characters of its ID
+// (random in issued IDs), sparing a second hash of the whole ID before the
+// map's own.
+func shardOf(op opgate.OperatorID) uint {
+	n := len(op)
+	if n < 2 {
+		return uint(n)
+	}
+	return (uint(op[n-1]) + 31*uint(op[n-2])) % indexShards
 }
 
 func (x *Index) get(op opgate.OperatorID) *entry {
-	sh := x.shard(op)
+	sh := &x.shards[shardOf(op)]
 	sh.mu.RLock()
 	e := sh.m[op]
 	sh.mu.RUnlock()
@@ -315,26 +386,72 @@ func (x *Index) get(op opgate.OperatorID) *entry {
 }
 
 func (x *Index) put(e *entry) {
-	sh := x.shard(e.id)
+	sh := &x.shards[shardOf(e.id)]
 	sh.mu.Lock()
 	sh.m[e.id] = e
 	sh.mu.Unlock()
 }
 
-// Load replaces the index's content with st.
+// Load replaces the index's content with st. The entries share one array
+// and their grants another, in operator order, so that loading allocates
+// little and the collector has few objects to trace.
 func (x *Index) Load(st State) {
 	rs := newRoleSet(st.RolesVersion, st.Roles)
-	byOp := make(map[opgate.OperatorID][]Grant, len(st.Operators))
-	for _, g := range st.Grants {
-		byOp[g.OperatorID] = append(byOp[g.OperatorID], g)
+	pos := make(map[opgate.OperatorID]int32, len(st.Operators))
+	for i, o := range st.Operators {
+		pos[o.ID] = int32(i)
 	}
-	sites := map[opgate.SiteID]opgate.SiteID{}
+	// Counting sort of the grants by operator.
+	start := make([]int32, len(st.Operators)+1)
+	owner := make([]int32, len(st.Grants))
+	for i := range st.Grants {
+		owner[i] = -1
+		if g := &st.Grants[i]; g.Status == Active {
+			if p, ok := pos[g.OperatorID]; ok {
+				owner[i] = p
+				start[p+1]++
+			}
+		}
+	}
+	for i := 1; i < len(start); i++ {
+		start[i] += start[i-1]
+	}
+	order := make([]int32, len(st.Grants))
+	next := slices.Clone(start[:len(st.Operators)])
+	for i, p := range owner {
+		if p >= 0 {
+			order[next[p]] = int32(i)
+			next[p]++
+		}
+	}
+	// Adding a site to the table copies it: add them all first, at once.
+	seen := map[opgate.SiteID]bool{}
+	for i := range st.Grants {
+		if owner[i] >= 0 {
+			seen[st.Grants[i].SiteID] = true
+		}
+	}
+	x.addSites(seen)
+	n := start[len(st.Operators)]
+	grants, names := make([]grantEntry, n), make([]grantName, n)
+	entries := make([]entry, len(st.Operators))
+	for i, o := range st.Operators {
+		e := &entries[i]
+		*e = newEntryOf(o, rs)
+		a, b := start[i], start[i+1]
+		e.grants, e.names = grants[a:a:b], names[a:a:b]
+		mine := order[a:b]
+		sortByGrantID(st.Grants, mine)
+		for _, g := range mine {
+			x.add(e, &st.Grants[g], rs)
+		}
+	}
 	var fresh [indexShards]map[opgate.OperatorID]*entry
 	for i := range fresh {
-		fresh[i] = make(map[opgate.OperatorID]*entry, len(st.Operators)/indexShards+1)
+		fresh[i] = make(map[opgate.OperatorID]*entry, len(st.Operators)/indexShards*5/4+1)
 	}
-	for _, o := range st.Operators {
-		fresh[maphash.String(x.seed, string(o.ID))%indexShards][o.ID] = newEntry(o, byOp[o.ID], rs, sites)
+	for i := range entries {
+		fresh[shardOf(entries[i].id)][entries[i].id] = &entries[i]
 	}
 	x.roles.Store(rs)
 	for i := range x.shards {
@@ -362,10 +479,11 @@ func (x *Index) Len() int {
 // checking the entry's version in a transaction.
 func (x *Index) Decide(op opgate.OperatorID, perm opgate.Permission, site opgate.SiteID, now time.Time) Decision {
 	e := x.get(op)
-	if e != nil {
-		if rs := x.roles.Load(); rs != nil && e.rolesVer != rs.version {
-			e = e.withRoles(rs)
-		}
+	if e == nil {
+		return Decision{Reason: ReasonUnknownOperator}
 	}
-	return e.decide(perm, site, now)
+	if rs := x.roles.Load(); rs != nil && e.rolesVer != rs.version {
+		e = e.withRoles(rs)
+	}
+	return e.decide(perm, site, now, x.sites.Load())
 }

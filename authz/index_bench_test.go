@@ -275,7 +275,6 @@ func benchCasbin(b *testing.B) *casbin.SyncedCachedEnforcer {
 func BenchmarkDecision(b *testing.B) {
 	d := benchState()
 	x := benchIndex(b)
-	e := benchCasbin(b)
 	q := d.queries
 	b.Run("opgate-index", func(b *testing.B) {
 		b.ReportAllocs()
@@ -298,6 +297,7 @@ func BenchmarkDecision(b *testing.B) {
 		})
 	})
 	b.Run("casbin-synced", func(b *testing.B) {
+		e := benchCasbin(b)
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
@@ -309,6 +309,7 @@ func BenchmarkDecision(b *testing.B) {
 		}
 	})
 	b.Run("casbin-synced-cached", func(b *testing.B) {
+		e := benchCasbin(b)
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
@@ -320,6 +321,7 @@ func BenchmarkDecision(b *testing.B) {
 		}
 	})
 	b.Run("casbin-synced-cached-parallel", func(b *testing.B) {
+		e := benchCasbin(b)
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			i := rand.IntN(benchQueries)
