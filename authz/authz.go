@@ -190,8 +190,8 @@ func (s *Service) fresh(ctx context.Context, tx Tx, op opgate.OperatorID) (e *en
 		}
 		rs, newRoles = newRoleSet(v.Roles, list), true
 	}
-	cached := s.idx.get(op)
-	if cached != nil && cached.version == v.Operator {
+	cached, ok := s.idx.get(op)
+	if ok && cached.version == v.Operator {
 		e = cached.withRoles(rs)
 	} else {
 		o, err := tx.GetOperator(ctx, op)
@@ -211,7 +211,7 @@ func (s *Service) fresh(ctx context.Context, tx Tx, op opgate.OperatorID) (e *en
 		if newRoles {
 			s.idx.roles.Store(rs)
 		}
-		if e != cached {
+		if e != &cached {
 			s.idx.put(e)
 		}
 	}, nil

@@ -274,9 +274,9 @@ func benchCasbin(b *testing.B) *casbin.SyncedCachedEnforcer {
 // site sometimes, an unknown operator now and then.
 func BenchmarkDecision(b *testing.B) {
 	d := benchState()
-	x := benchIndex(b)
 	q := d.queries
 	b.Run("opgate-index", func(b *testing.B) {
+		x := benchIndex(b)
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
@@ -286,6 +286,7 @@ func BenchmarkDecision(b *testing.B) {
 		}
 	})
 	b.Run("opgate-index-parallel", func(b *testing.B) {
+		x := benchIndex(b)
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			i := rand.IntN(benchQueries)
