@@ -2355,14 +2355,20 @@ func testAuthzVersions(t *testing.T, open func(*testing.T) Harness) {
 	step("CreateGrant for op-b", func(ctx context.Context, tx store.Tx) error {
 		return tx.CreateGrant(ctx, authz.Grant{ID: "g-2", OperatorID: "op-b", RoleID: "counter_clerk", SiteID: siteB.ID, Status: authz.Active, CreatedAt: ts(2, 0, 0), ValidFrom: ts(2, 0, 0)})
 	}, false, true, false)
-	step("ExpireGrants", func(ctx context.Context, tx store.Tx) error { _, err := tx.ExpireGrants(ctx, ts(10, 0, 0), 10); return err }, true, false, false)
+	step("ExpireGrants", func(ctx context.Context, tx store.Tx) error {
+		_, err := tx.ExpireGrants(ctx, ts(10, 0, 0), 10)
+		return err
+	}, true, false, false)
 	// op-a has nothing left to end: a statement that changes none of its
 	// rows leaves its version alone.
 	step("EndGrants", func(ctx context.Context, tx store.Tx) error {
 		_, err := tx.EndGrants(ctx, []opgate.OperatorID{"op-a", "op-b"}, ts(11, 0, 0), "op-chief", "異動")
 		return err
 	}, false, true, false)
-	step("ExpireGrants with nothing due", func(ctx context.Context, tx store.Tx) error { _, err := tx.ExpireGrants(ctx, ts(12, 0, 0), 10); return err }, false, false, false)
+	step("ExpireGrants with nothing due", func(ctx context.Context, tx store.Tx) error {
+		_, err := tx.ExpireGrants(ctx, ts(12, 0, 0), 10)
+		return err
+	}, false, false, false)
 
 	o := read(t, s, func(ctx context.Context, tx store.Tx) (lifecycle.Operator, error) { return tx.GetOperator(ctx, "op-a") })
 	o.LastLoginAt, o.Name = ts(12, 9, 0), "職員 改名"
