@@ -120,6 +120,13 @@ type Tx interface {
 	UseApproval(ctx context.Context, id string, op opgate.OperatorID, action opgate.Permission, site opgate.SiteID, decision string, at time.Time) (bool, error)
 	AppendAudit(ctx context.Context, e audit.Event) (audit.Event, error)
 	ListAudit(ctx context.Context, f audit.Filter) ([]audit.Event, error)
+	// AuthzVersions reads, in one statement, the versions of op's rights
+	// and of the roles that this transaction sees.
+	AuthzVersions(ctx context.Context, op opgate.OperatorID) (Versions, error)
+	// LoadAuthz reads what every decision reads, at once. Each version is
+	// read before the rows it stands for, so that no entry is ever tagged
+	// with a version newer than its content.
+	LoadAuthz(ctx context.Context) (State, error)
 }
 
 // DB runs authz's transactions.
@@ -140,6 +147,7 @@ type Config struct {
 type Service struct {
 	db  DB
 	clk clock.Clock
+	idx *Index
 }
 
 // New validates cfg and returns a Service.
@@ -150,46 +158,88 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real{}
 	}
-	return &Service{db: cfg.DB, clk: cfg.Clock}, nil
+	return &Service{db: cfg.DB, clk: cfg.Clock, idx: NewIndex()}, nil
 }
 
-// input loads what a decision about op needs.
-func (s *Service) input(ctx context.Context, tx Tx, op opgate.OperatorID) (Input, error) {
-	in := Input{Now: s.clk.Now()}
-	o, err := tx.GetOperator(ctx, op)
-	if err != nil {
-		if errors.Is(err, opgate.ErrNotFound) {
-			return in, nil
+// LoadIndex fills the decision index from the store at once, so that the
+// first decision about each operator does not read its grants. Without
+// it the index fills as decisions meet operators; either way every
+// decision checks its entry's version first.
+func (s *Service) LoadIndex(ctx context.Context) (operators int, err error) {
+	var st State
+	if err := s.db.View(ctx, func(tx Tx) (err error) { st, err = tx.LoadAuthz(ctx); return }); err != nil {
+		return 0, err
+	}
+	s.idx.Load(st)
+	return len(st.Operators), nil
+}
+
+// fresh returns op's entry as tx sees it (nil when op does not exist):
+// from the index when its version is the one tx reads, else read again in
+// tx. publish installs what was read; call it only after tx committed.
+func (s *Service) fresh(ctx context.Context, tx Tx, op opgate.OperatorID) (e *entry, publish func(), err error) {
+	v, err := tx.AuthzVersions(ctx, op)
+	if err != nil || !v.Found {
+		return nil, func() {}, err
+	}
+	rs := s.idx.roles.Load()
+	newRoles := false
+	if rs == nil || rs.version != v.Roles {
+		list, err := tx.ListRoles(ctx)
+		if err != nil {
+			return nil, nil, err
 		}
-		return in, err
+		rs, newRoles = newRoleSet(v.Roles, list), true
 	}
-	in.Operator = o
-	if in.Grants, err = tx.ListGrants(ctx, GrantFilter{OperatorID: op, Status: Active}); err != nil {
-		return in, err
+	cached, ok := s.idx.get(op)
+	if ok && cached.version == v.Operator {
+		e = cached.withRoles(rs)
+	} else {
+		o, err := tx.GetOperator(ctx, op)
+		if errors.Is(err, opgate.ErrNotFound) {
+			return nil, func() {}, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		gs, err := tx.ListGrants(ctx, GrantFilter{OperatorID: op, Status: Active})
+		if err != nil {
+			return nil, nil, err
+		}
+		e = s.idx.newEntry(OperatorState{ID: o.ID, Status: o.Status, ValidUntil: o.ValidUntil, Version: v.Operator}, gs, rs)
 	}
-	rs, err := tx.ListRoles(ctx)
-	if err != nil {
-		return in, err
+	return e, func() {
+		if newRoles {
+			s.idx.roles.Store(rs)
+		}
+		if e != &cached {
+			s.idx.put(e)
+		}
+	}, nil
+}
+
+// view runs fn on op's fresh entry in a read transaction.
+func (s *Service) view(ctx context.Context, op opgate.OperatorID, fn func(*entry)) error {
+	var publish func()
+	err := s.db.View(ctx, func(tx Tx) error {
+		e, p, err := s.fresh(ctx, tx, op)
+		if err != nil {
+			return err
+		}
+		publish = p
+		fn(e)
+		return nil
+	})
+	if err == nil {
+		publish()
 	}
-	in.Roles = make(map[opgate.RoleID]roles.Role, len(rs))
-	for _, r := range rs {
-		in.Roles[r.ID] = r
-	}
-	return in, nil
+	return err
 }
 
 // Decide answers whether op may use perm at site now, from the live grants.
 func (s *Service) Decide(ctx context.Context, op opgate.OperatorID, perm opgate.Permission, site opgate.SiteID) (Decision, error) {
 	var d Decision
-	err := s.db.View(ctx, func(tx Tx) error {
-		in, err := s.input(ctx, tx, op)
-		if err != nil {
-			return err
-		}
-		in.Permission, in.Site = perm, site
-		d = Decide(in)
-		return nil
-	})
+	err := s.view(ctx, op, func(e *entry) { d = e.decide(perm, site, s.clk.Now(), s.idx.sites.Load()) })
 	return d, err
 }
 
@@ -208,19 +258,17 @@ func (s *Service) Require(ctx context.Context, op opgate.OperatorID, perm opgate
 // Sites lists the sites at which op holds perm now ("*" included).
 func (s *Service) Sites(ctx context.Context, op opgate.OperatorID, perm opgate.Permission) ([]opgate.SiteID, error) {
 	var out []opgate.SiteID
-	err := s.db.View(ctx, func(tx Tx) error {
-		in, err := s.input(ctx, tx, op)
-		if err != nil {
-			return err
+	err := s.view(ctx, op, func(e *entry) {
+		if e == nil {
+			return
 		}
-		in.Permission = perm
-		for _, g := range in.Grants {
-			in.Site = g.SiteID
-			if d := Decide(in); d.Allowed && !slices.Contains(out, g.SiteID) {
-				out = append(out, g.SiteID)
+		now, sites := s.clk.Now(), s.idx.sites.Load()
+		for _, g := range e.grants {
+			site := sites.names[g.site]
+			if d := e.decide(perm, site, now, sites); d.Allowed && !slices.Contains(out, site) {
+				out = append(out, site)
 			}
 		}
-		return nil
 	})
 	return out, err
 }
@@ -237,18 +285,6 @@ func (s *Service) HoldsAnywhere(ctx context.Context, op opgate.OperatorID, perm 
 // every site counts): a terminal of that site is one the operator may use.
 func (s *Service) HasGrantAt(ctx context.Context, op opgate.OperatorID, site opgate.SiteID) (bool, error) {
 	var ok bool
-	err := s.db.View(ctx, func(tx Tx) error {
-		gs, err := tx.ListGrants(ctx, GrantFilter{OperatorID: op, Status: Active})
-		if err != nil {
-			return err
-		}
-		now := s.clk.Now()
-		for _, g := range gs {
-			if g.Live(now) && (g.SiteID == site || g.SiteID == opgate.AllSites) {
-				ok = true
-			}
-		}
-		return nil
-	})
+	err := s.view(ctx, op, func(e *entry) { ok = e.hasGrantAt(site, s.clk.Now(), s.idx.sites.Load()) })
 	return ok, err
 }

@@ -58,19 +58,21 @@ type Checked struct {
 func (s *Service) Check(ctx context.Context, r CheckRequest, restrictedNeedsPurpose bool) (Checked, error) {
 	now := s.clk.Now()
 	out := Checked{ID: newDecisionID(), At: now}
+	var publish func()
 	err := s.db.InTx(ctx, func(tx Tx) error {
-		in, err := s.input(ctx, tx, r.OperatorID)
+		e, p, err := s.fresh(ctx, tx, r.OperatorID)
 		if err != nil {
 			return err
 		}
-		in.Now, in.Permission, in.Site = now, r.Action, r.Resource.SiteID
-		d := Decide(in)
+		publish = p
+		sites := s.idx.sites.Load()
+		d := e.decide(r.Action, r.Resource.SiteID, now, sites)
 		switch {
 		case !d.Allowed:
 		case r.TerminalSite != r.Resource.SiteID:
 			// The record is served at the counter of its own site only.
 			d = Decision{Reason: ReasonTerminalSiteMismatch}
-		case r.Resource.Restricted && !Decide(withPermission(in, roles.ResidentReadRestricted)).Allowed:
+		case r.Resource.Restricted && !e.decide(roles.ResidentReadRestricted, r.Resource.SiteID, now, sites).Allowed:
 			d = Decision{Reason: ReasonRestrictedNeedsPermission}
 		case r.Resource.Restricted && restrictedNeedsPurpose && r.Purpose == "":
 			d = Decision{Reason: ReasonPurposeRequired}
@@ -105,12 +107,10 @@ func (s *Service) Check(ctx context.Context, r CheckRequest, restrictedNeedsPurp
 			SiteID: r.Resource.SiteID, TerminalID: r.TerminalID, Resource: r.Resource.Type + ":" + r.Resource.ID, Reason: d.Reason, Data: audit.D(data)})
 		return err
 	})
+	if err == nil {
+		publish()
+	}
 	return out, err
-}
-
-func withPermission(in Input, p opgate.Permission) Input {
-	in.Permission = p
-	return in
 }
 
 func newDecisionID() string {

@@ -84,6 +84,14 @@ type Tx interface {
 	// ExpireGrants marks active grants whose valid_until has passed as
 	// expired and returns them.
 	ExpireGrants(ctx context.Context, now time.Time, limit int) ([]authz.Grant, error)
+	// AuthzVersions reads the versions of op's rights (moved by the
+	// database on every write to its row's status, site or validity and to
+	// its grants) and of the roles (moved on every write to roles), in one
+	// statement.
+	AuthzVersions(ctx context.Context, op opgate.OperatorID) (authz.Versions, error)
+	// LoadAuthz reads every operator's status, validity and version, every
+	// active grant and every role, each version before what it stands for.
+	LoadAuthz(ctx context.Context) (authz.State, error)
 
 	// Per-use approvals.
 	CreateApproval(ctx context.Context, a authz.Approval) error

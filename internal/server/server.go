@@ -60,6 +60,15 @@ func Wire(ctx context.Context, cfg Config, st store.Store, eph ephemeral.Store, 
 	if a.Authz, err = authz.New(authz.Config{DB: store.Runner[authz.Tx]{S: st}, Clock: clk}); err != nil {
 		return nil, err
 	}
+	// The decision index is checked against the store on every decision,
+	// so loading it is only a head start; it is loaded before serving so
+	// that the first decisions do not each read their operator's grants.
+	began := time.Now()
+	n, err := a.Authz.LoadIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	log.InfoContext(ctx, "decision index loaded", "operators", n, "took", time.Since(began).String())
 	if a.Sessions, err = authn.NewSessions(authn.SessionConfig{DB: store.Runner[authn.SessionTx]{S: st}, Cache: eph, Tokens: tokens,
 		Policy: a.Policies, IsNotFound: func(err error) bool { return errors.Is(err, ephemeral.ErrNotFound) }, Clock: clk}); err != nil {
 		return nil, err

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -88,6 +89,8 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"DueOperators", testDueOperators},
 		{"EndGrants", testEndGrants},
 		{"ExpireGrants", testExpireGrants},
+		{"AuthzVersions", testAuthzVersions},
+		{"LoadAuthz", testLoadAuthz},
 		{"CollectCards", testCollectCards},
 		{"EndOperatorSessions", testEndOperatorSessions},
 		{"FinishChanges", testFinishChanges},
@@ -2307,4 +2310,163 @@ func benchVerify(b *testing.B, s store.Store, events int, verify func(context.Co
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(events)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// ---- versions of rights
+
+// testAuthzVersions holds the database to moving an operator's version on
+// every write that changes what a decision reads of it — through the
+// store or around it — and to moving nothing else.
+func testAuthzVersions(t *testing.T, open func(*testing.T) Harness) {
+	h := open(t)
+	s := h.Store
+	seed(t, s)
+	versions := func(op opgate.OperatorID) authz.Versions {
+		t.Helper()
+		return read(t, s, func(ctx context.Context, tx store.Tx) (authz.Versions, error) { return tx.AuthzVersions(ctx, op) })
+	}
+	if v := versions("op-nobody"); v.Found {
+		t.Errorf("AuthzVersions of an unknown operator: %+v, want not found", v)
+	}
+	a, b := versions("op-a"), versions("op-b")
+	if !a.Found || !b.Found {
+		t.Fatalf("AuthzVersions: %+v %+v, want found", a, b)
+	}
+	// step runs fn and reports which versions moved.
+	step := func(what string, fn func(ctx context.Context, tx store.Tx) error, wantA, wantB, wantRoles bool) {
+		t.Helper()
+		write(t, s, fn)
+		na, nb := versions("op-a"), versions("op-b")
+		if moved := na.Operator != a.Operator; moved != wantA {
+			t.Errorf("%s: op-a's version moved = %v, want %v", what, moved, wantA)
+		}
+		if moved := nb.Operator != b.Operator; moved != wantB {
+			t.Errorf("%s: op-b's version moved = %v, want %v", what, moved, wantB)
+		}
+		if moved := na.Roles != a.Roles || nb.Roles != na.Roles; moved != wantRoles {
+			t.Errorf("%s: roles version moved = %v, want %v", what, moved, wantRoles)
+		}
+		a, b = na, nb
+	}
+	g := authz.Grant{ID: "g-1", OperatorID: "op-a", RoleID: "counter_clerk", SiteID: siteA.ID, Status: authz.Active, GrantedBy: "op-chief", CreatedAt: ts(2, 0, 0), ValidFrom: ts(2, 0, 0)}
+	step("CreateGrant", func(ctx context.Context, tx store.Tx) error { return tx.CreateGrant(ctx, g) }, true, false, false)
+	g.ValidUntil = ts(9, 0, 0)
+	step("UpdateGrant", func(ctx context.Context, tx store.Tx) error { return tx.UpdateGrant(ctx, g) }, true, false, false)
+	step("CreateGrant for op-b", func(ctx context.Context, tx store.Tx) error {
+		return tx.CreateGrant(ctx, authz.Grant{ID: "g-2", OperatorID: "op-b", RoleID: "counter_clerk", SiteID: siteB.ID, Status: authz.Active, CreatedAt: ts(2, 0, 0), ValidFrom: ts(2, 0, 0)})
+	}, false, true, false)
+	step("ExpireGrants", func(ctx context.Context, tx store.Tx) error {
+		_, err := tx.ExpireGrants(ctx, ts(10, 0, 0), 10)
+		return err
+	}, true, false, false)
+	// op-a has nothing left to end: a statement that changes none of its
+	// rows leaves its version alone.
+	step("EndGrants", func(ctx context.Context, tx store.Tx) error {
+		_, err := tx.EndGrants(ctx, []opgate.OperatorID{"op-a", "op-b"}, ts(11, 0, 0), "op-chief", "異動")
+		return err
+	}, false, true, false)
+	step("ExpireGrants with nothing due", func(ctx context.Context, tx store.Tx) error {
+		_, err := tx.ExpireGrants(ctx, ts(12, 0, 0), 10)
+		return err
+	}, false, false, false)
+
+	o := read(t, s, func(ctx context.Context, tx store.Tx) (lifecycle.Operator, error) { return tx.GetOperator(ctx, "op-a") })
+	o.LastLoginAt, o.Name = ts(12, 9, 0), "職員 改名"
+	step("UpdateOperator of the last login and name", func(ctx context.Context, tx store.Tx) error { return tx.UpdateOperator(ctx, o) }, false, false, false)
+	o.Status = lifecycle.Suspended
+	step("UpdateOperator suspending", func(ctx context.Context, tx store.Tx) error { return tx.UpdateOperator(ctx, o) }, true, false, false)
+	o.ValidUntil = ts(30, 0, 0)
+	step("UpdateOperator of valid_until", func(ctx context.Context, tx store.Tx) error { return tx.UpdateOperator(ctx, o) }, true, false, false)
+	step("MoveOperators", func(ctx context.Context, tx store.Tx) error {
+		return tx.MoveOperators(ctx, []opgate.OperatorID{"op-b"}, siteA.ID, ts(13, 0, 0))
+	}, false, true, false)
+	step("SetOperatorStatus", func(ctx context.Context, tx store.Tx) error {
+		return tx.SetOperatorStatus(ctx, []opgate.OperatorID{"op-a", "op-b"}, lifecycle.Retired, ts(14, 0, 0))
+	}, true, true, false)
+	step("PutRole", func(ctx context.Context, tx store.Tx) error {
+		return tx.PutRole(ctx, roles.Role{ID: "viewer", Name: "照会", Permissions: []opgate.Permission{roles.ResidentRead}})
+	}, false, false, true)
+	step("PutRole again", func(ctx context.Context, tx store.Tx) error {
+		return tx.PutRole(ctx, roles.Role{ID: "viewer", Name: "照会", Permissions: []opgate.Permission{roles.ResidentRead, roles.CertificateIssue}})
+	}, false, false, true)
+
+	// Around the store: someone with database access.
+	if err := h.Exec(t, `DELETE FROM grants WHERE grant_id = 'g-2'`); err != nil {
+		t.Fatalf("delete a grant directly: %v", err)
+	}
+	if nb := versions("op-b"); nb.Operator == b.Operator {
+		t.Errorf("a grant deleted directly left op-b's version at %d", nb.Operator)
+	}
+	if err := h.Exec(t, `UPDATE roles SET permissions = '["audit.read"]' WHERE role_id = 'viewer'`); err != nil {
+		t.Fatalf("update a role directly: %v", err)
+	}
+	if na := versions("op-a"); na.Roles == a.Roles {
+		t.Errorf("a role updated directly left the roles version at %d", na.Roles)
+	}
+
+	// A rolled-back change leaves the version where it was.
+	a = versions("op-a")
+	errRollback := errors.New("rollback")
+	err := s.InTx(t.Context(), func(tx store.Tx) error {
+		if err := tx.CreateGrant(t.Context(), authz.Grant{ID: "g-3", OperatorID: "op-a", RoleID: "viewer", SiteID: siteA.ID, Status: authz.Active, CreatedAt: ts(15, 0, 0)}); err != nil {
+			return err
+		}
+		if v, err := tx.AuthzVersions(t.Context(), "op-a"); err != nil || v.Operator == a.Operator {
+			t.Errorf("inside the transaction: %+v, %v; want a moved version", v, err)
+		}
+		return errRollback
+	})
+	wantErr(t, "InTx", err, errRollback)
+	if na := versions("op-a"); na.Operator != a.Operator {
+		t.Errorf("after a rollback op-a's version is %d, want %d", na.Operator, a.Operator)
+	}
+}
+
+// testLoadAuthz: the bulk read returns every operator with the version a
+// single read gives, every active grant and nothing else, and every role.
+func testLoadAuthz(t *testing.T, open func(*testing.T) Harness) {
+	s := open(t).Store
+	seed(t, s)
+	grant := func(id opgate.GrantID, op opgate.OperatorID, st authz.GrantStatus, site opgate.SiteID, from, until time.Time) authz.Grant {
+		return authz.Grant{ID: id, OperatorID: op, RoleID: "counter_clerk", SiteID: site, Status: st, GrantedBy: "op-chief", CreatedAt: ts(1, 0, 0), ValidFrom: from, ValidUntil: until}
+	}
+	gs := []authz.Grant{
+		grant("g-1", "op-a", authz.Active, siteA.ID, ts(1, 0, 0), time.Time{}),
+		grant("g-2", "op-a", authz.Active, opgate.AllSites, ts(2, 0, 0), ts(9, 0, 0)),
+		grant("g-3", "op-a", authz.Revoked, siteA.ID, ts(1, 0, 0), time.Time{}),
+		grant("g-4", "op-b", authz.PendingApproval, siteB.ID, time.Time{}, time.Time{}),
+		grant("g-5", "op-b", authz.Expired, siteB.ID, ts(1, 0, 0), ts(2, 0, 0)),
+		grant("g-6", "op-b", authz.Active, siteB.ID, ts(3, 0, 0), time.Time{}),
+	}
+	op := operator("op-c", "S-0003", siteA.ID, lifecycle.Suspended)
+	op.ValidUntil = ts(20, 0, 0)
+	role := roles.Role{ID: "viewer", Name: "照会", Permissions: []opgate.Permission{roles.ResidentRead}}
+	write(t, s, func(ctx context.Context, tx store.Tx) error {
+		errs := []error{tx.CreateOperator(ctx, op), tx.PutRole(ctx, role)}
+		for _, g := range gs {
+			errs = append(errs, tx.CreateGrant(ctx, g))
+		}
+		return errors.Join(errs...)
+	})
+	st := read(t, s, func(ctx context.Context, tx store.Tx) (authz.State, error) { return tx.LoadAuthz(ctx) })
+	var wantOps []authz.OperatorState
+	for _, o := range []lifecycle.Operator{operator("op-a", "", siteA.ID, lifecycle.Active), operator("op-b", "", siteB.ID, lifecycle.Active), op} {
+		v := read(t, s, func(ctx context.Context, tx store.Tx) (authz.Versions, error) { return tx.AuthzVersions(ctx, o.ID) })
+		wantOps = append(wantOps, authz.OperatorState{ID: o.ID, Status: o.Status, ValidUntil: o.ValidUntil, Version: v.Operator})
+		if v.Roles != st.RolesVersion {
+			t.Errorf("roles version: LoadAuthz %d, AuthzVersions %d", st.RolesVersion, v.Roles)
+		}
+	}
+	byID := func(a, b authz.OperatorState) int { return strings.Compare(string(a.ID), string(b.ID)) }
+	slices.SortFunc(st.Operators, byID)
+	diff(t, "LoadAuthz operators", wantOps, st.Operators)
+	var wantGrants []authz.Grant
+	for _, g := range gs {
+		if g.Status == authz.Active {
+			wantGrants = append(wantGrants, authz.Grant{ID: g.ID, OperatorID: g.OperatorID, RoleID: g.RoleID, SiteID: g.SiteID, Status: g.Status, ValidFrom: g.ValidFrom, ValidUntil: g.ValidUntil})
+		}
+	}
+	slices.SortFunc(st.Grants, func(a, b authz.Grant) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	diff(t, "LoadAuthz grants", wantGrants, st.Grants)
+	diff(t, "LoadAuthz roles", []roles.Role{role}, st.Roles)
 }

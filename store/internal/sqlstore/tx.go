@@ -268,8 +268,10 @@ func (t *tx) GetRole(ctx context.Context, id opgate.RoleID) (roles.Role, error) 
 	return r, t.db.translate(err)
 }
 
+const listRoles = `SELECT role_id, name, permissions, conflicts_with, built_in FROM roles ORDER BY role_id`
+
 func (t *tx) ListRoles(ctx context.Context) ([]roles.Role, error) {
-	r, err := t.rows(ctx, `SELECT role_id, name, permissions, conflicts_with, built_in FROM roles ORDER BY role_id`)
+	r, err := t.rows(ctx, listRoles)
 	return collect(t, r, err, scanRole)
 }
 
@@ -460,6 +462,48 @@ func (t *tx) ListGrants(ctx context.Context, f authz.GrantFilter) ([]authz.Grant
 	w.args = append(w.args, limit(f.Limit))
 	r, err := t.rows(ctx, `SELECT `+grantCols+` FROM grants`+w.String()+` ORDER BY grant_id LIMIT ?`, w.args...)
 	return collect(t, r, err, scanGrant)
+}
+
+// ---- decision index
+
+func (t *tx) AuthzVersions(ctx context.Context, op opgate.OperatorID) (authz.Versions, error) {
+	var v authz.Versions
+	var opv sql.NullInt64
+	err := t.row(ctx, `SELECT (SELECT version FROM authz_roles_version WHERE id = 1), (SELECT authz_version FROM operators WHERE operator_id = ?)`, op).
+		Scan(&v.Roles, &opv)
+	v.Found, v.Operator = opv.Valid, opv.Int64
+	return v, t.db.translate(err)
+}
+
+func (t *tx) LoadAuthz(ctx context.Context) (authz.State, error) {
+	var st authz.State
+	if err := t.row(ctx, `SELECT version FROM authz_roles_version WHERE id = 1`).Scan(&st.RolesVersion); err != nil {
+		return st, t.db.translate(err)
+	}
+	r, err := t.rows(ctx, `SELECT operator_id, status, valid_until, authz_version FROM operators`)
+	if st.Operators, err = collect(t, r, err, func(s scanner) (authz.OperatorState, error) {
+		var o authz.OperatorState
+		var until sql.NullInt64
+		err := s.Scan(&o.ID, &o.Status, &until, &o.Version)
+		o.ValidUntil = fromMicros(until)
+		return o, err
+	}); err != nil {
+		return st, err
+	}
+	r, err = t.rows(ctx, listRoles)
+	if st.Roles, err = collect(t, r, err, scanRole); err != nil {
+		return st, err
+	}
+	// Only what a decision reads of a grant; the index orders them.
+	r, err = t.rows(ctx, `SELECT grant_id, operator_id, role_id, site_id, valid_from, valid_until FROM grants WHERE status = 'active'`)
+	st.Grants, err = collect(t, r, err, func(s scanner) (authz.Grant, error) {
+		g := authz.Grant{Status: authz.Active}
+		var from, until sql.NullInt64
+		err := s.Scan(&g.ID, &g.OperatorID, &g.RoleID, &g.SiteID, &from, &until)
+		g.ValidFrom, g.ValidUntil = fromMicros(from), fromMicros(until)
+		return g, err
+	})
+	return st, err
 }
 
 // ---- cards
