@@ -179,4 +179,3 @@ func (s *Service) Sweep(ctx context.Context) (opened, closed int, err error) {
 		}
 	}
 }
-

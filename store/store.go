@@ -206,6 +206,9 @@ type Store interface {
 	// AuditAnchor is where verification starts (genesis, or the checkpoint
 	// a purge left).
 	AuditAnchor(ctx context.Context) (audit.Anchor, error)
+	// Reports read through cursors of their own, outside any
+	// transaction, so that rows stream.
+	report.Source
 	Ping(ctx context.Context) error
 	Close() error
 }
