@@ -410,4 +410,3 @@ func (s *Server) disclosureReport(w http.ResponseWriter, r *http.Request, p auth
 	return s.stream(w, r, f, report.DisclosureTable, "disclosure", head,
 		func(rw report.Writer) error { return s.cfg.Reports.Disclosure(r.Context(), q, rw) })
 }
-
