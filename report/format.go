@@ -195,3 +195,6 @@ func (t T) String() string {
 	}
 	return time.Time(t).UTC().Format(time.RFC3339)
 }
+
+// Equal reports whether two report times are the same instant.
+func (t T) Equal(u T) bool { return time.Time(t).Equal(time.Time(u)) }
