@@ -313,3 +313,96 @@ func TestDormant(t *testing.T) {
 		}
 	})
 }
+
+func (r *rig) checklist(t testing.TB) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for _, x := range r.must(t, 200, "GET", "/v1/reports/checklist", r.admin(t), nil).Map(t)["items"].([]any) {
+		m := x.(map[string]any)
+		out[m["item"].(string)] = m["score"].(float64)
+		if m["title"] == "" || m["evidence"] == "" {
+			t.Errorf("item %v", m)
+		}
+	}
+	return out
+}
+
+// TestChecklist scores items from the live policy and data over HTTP:
+// the lockout policy (12-2), a departed operator's card (16-1) and the
+// last completed review of each site (18-2).
+func TestChecklist(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *rig) {
+		chief := r.issue(t, "honcho", "5001", nil)
+		r.grant(t, chief, "section_chief", "honcho", nil)
+		got := r.checklist(t)
+		if len(got) != 17 {
+			t.Fatalf("%d items: %v", len(got), got)
+		}
+		if got["12-2"] != 3 || got["16-1"] != 3 || got["18-2"] != 1 {
+			t.Fatalf("start: %v", got)
+		}
+		pol := decodeDoc(t, []byte(defaultPolicy))
+		pol["lockout"].(map[string]any)["threshold"] = 10
+		r.must(t, 200, "PUT", "/v1/policy", r.admin(t), pol)
+		if s := r.checklist(t)["12-2"]; s != 2 {
+			t.Errorf("12-2 with threshold 10: %v", s)
+		}
+		pol["lockout"].(map[string]any)["permanent_after"] = 0
+		r.must(t, 200, "PUT", "/v1/policy", r.admin(t), pol)
+		if s := r.checklist(t)["12-2"]; s != 1 {
+			t.Errorf("12-2 with threshold 10 and no escalation: %v", s)
+		}
+
+		// A retired operator whose card was never collected.
+		gone := r.issue(t, "honcho", "5002", nil)
+		r.must(t, 200, "POST", "/v1/operators/"+gone+"/retire", r.admin(t), map[string]any{"reason": "退職"})
+		r.addCard(t, gone, "SN-GONE")
+		if s := r.checklist(t)["16-1"]; s != 2 {
+			t.Errorf("16-1 with a departed operator's card: %v", s)
+		}
+
+		// A review of honcho closed today.
+		id := r.must(t, 201, "POST", "/v1/reviews", r.admin(t), map[string]any{"site_id": "honcho", "due_at": r.Clock.Now().Add(time.Hour).Format(time.RFC3339)}).Map(t)["review_id"].(string)
+		r.must(t, 200, "POST", "/v1/reviews/"+id+"/close", r.admin(t), nil)
+		if s := r.checklist(t)["18-2"]; s != 3 {
+			t.Errorf("18-2 after a review: %v", s)
+		}
+		r.Clock.Advance(200 * 24 * time.Hour)
+		if s := r.checklist(t)["18-2"]; s != 2 {
+			t.Errorf("18-2 200 days later: %v", s)
+		}
+		rows := readCSV(t, r.must(t, 200, "GET", "/v1/reports/checklist?format=csv", r.admin(t), nil).Body)
+		if len(rows) != 18 || rows[0][1] != "調査項目 (title)" || rowOf(rows, "16-1")[1] != "操作者識別カードを個人ごとに貸与し、人事異動に際しては回収している" {
+			t.Errorf("checklist csv %v", rows)
+		}
+	})
+}
+
+// TestPurgeKeepsVerifyGreen purges the history past retention through
+// the wired server and checks GET /v1/audit/verify.
+func TestPurgeKeepsVerifyGreen(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *rig) {
+		ctx := context.Background()
+		before := r.walk(t, nil, 1000)
+		r.Clock.Advance(8 * 365 * 24 * time.Hour)
+		r.issue(t, "honcho", "4001", nil)
+		res, err := r.App.Purge(ctx, r.Clock.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Removed != int64(len(before)) {
+			t.Errorf("removed %d, want the %d events older than 7 years", res.Removed, len(before))
+		}
+		v := r.must(t, 200, "GET", "/v1/audit/verify", r.admin(t), nil).Map(t)
+		if v["ok"] != true {
+			t.Fatalf("verify after purge: %v", v)
+		}
+		after := r.walk(t, nil, 1000)
+		if after[0]["type"] != "operator.issued" || after[len(after)-1]["type"] != "audit.purged" {
+			t.Errorf("left %v", typesOf(after))
+		}
+		if res, err := r.App.Purge(ctx, r.Clock.Now()); err != nil || res.Removed != 0 {
+			t.Errorf("second purge removed %d (%v): everything left is inside retention", res.Removed, err)
+		}
+	})
+}
