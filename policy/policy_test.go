@@ -97,6 +97,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"lockout":{"threshold":3}}`))
 	f.Add([]byte(`{"session":{"idle_timeout_s":9223372036854775807}}`))
 	f.Add([]byte(`{"lockout":{"window_s":-1}}`))
+	f.Add([]byte(`{"office_hours":{"start":"24:00","end":"08:3x","weekdays":[7,-1],"utc_offset_s":-50400}}`))
+	f.Add([]byte(`{"retention_s":{"decisions":1,"logins":0,"other":9223372036854775807}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := Decode(b)
 		if err != nil {
