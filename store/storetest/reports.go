@@ -61,31 +61,43 @@ func testReviewRows(t *testing.T, open func(*testing.T) Harness) {
 	got := read(t, s, func(ctx context.Context, tx store.Tx) (review.Campaign, error) { return tx.GetReview(ctx, "R-1") })
 	diff(t, "GetReview", c, got)
 	all, _ := pages(t, 500, func(after string, n int) []review.Item {
-		return read(t, s, func(ctx context.Context, tx store.Tx) ([]review.Item, error) { return tx.ReviewItems(ctx, "R-1", after, n) })
+		return read(t, s, func(ctx context.Context, tx store.Tx) ([]review.Item, error) {
+			return tx.ReviewItems(ctx, "R-1", after, n)
+		})
 	}, func(it review.Item) string { return it.ID })
 	if len(all) != len(items) {
 		t.Fatalf("%d items back, want %d", len(all), len(items))
 	}
-	it := read(t, s, func(ctx context.Context, tx store.Tx) (review.Item, error) { return tx.GetReviewItem(ctx, "R-1", items[0].ID) })
+	it := read(t, s, func(ctx context.Context, tx store.Tx) (review.Item, error) {
+		return tx.GetReviewItem(ctx, "R-1", items[0].ID)
+	})
 	diff(t, "GetReviewItem", items[0], it)
 	it.Decision, it.Reason, it.DecidedBy, it.DecidedAt = review.Keep, "必要", "op-chief", ts(3, 9, 0)
 	c.Status, c.ClosedAt, c.ClosedBy = review.Closed, ts(4, 9, 0), "op-chief"
 	write(t, s, func(ctx context.Context, tx store.Tx) error {
 		return errors.Join(tx.UpdateReviewItem(ctx, it), tx.UpdateReview(ctx, c))
 	})
-	diff(t, "item after update", it, read(t, s, func(ctx context.Context, tx store.Tx) (review.Item, error) { return tx.GetReviewItem(ctx, "R-1", it.ID) }))
-	due := read(t, s, func(ctx context.Context, tx store.Tx) ([]review.Campaign, error) { return tx.DueReviews(ctx, ts(30, 0, 0), 10) })
+	diff(t, "item after update", it, read(t, s, func(ctx context.Context, tx store.Tx) (review.Item, error) {
+		return tx.GetReviewItem(ctx, "R-1", it.ID)
+	}))
+	due := read(t, s, func(ctx context.Context, tx store.Tx) ([]review.Campaign, error) {
+		return tx.DueReviews(ctx, ts(30, 0, 0), 10)
+	})
 	diff(t, "DueReviews of a closed campaign", []review.Campaign(nil), due)
 	wantErr(t, "GetReview unknown", s.View(t.Context(), func(tx store.Tx) error { _, err := tx.GetReview(t.Context(), "R-2"); return err }), store.ErrNotFound)
 
 	sc := review.Schedule{ID: "RS-1", SiteID: siteA.ID, EveryMonths: 3, DueAfter: 14 * 24 * time.Hour, OnUnreviewed: review.Revoke, NextAt: ts(5, 0, 0), CreatedBy: "op-chief", CreatedAt: ts(2, 0, 0)}
 	write(t, s, func(ctx context.Context, tx store.Tx) error { return tx.CreateReviewSchedule(ctx, sc) })
-	claimed := read(t, s, func(ctx context.Context, tx store.Tx) ([]review.Schedule, error) { return tx.ClaimDueSchedules(ctx, ts(5, 0, 0), 10) })
+	claimed := read(t, s, func(ctx context.Context, tx store.Tx) ([]review.Schedule, error) {
+		return tx.ClaimDueSchedules(ctx, ts(5, 0, 0), 10)
+	})
 	diff(t, "ClaimDueSchedules", []review.Schedule{sc}, claimed)
 	sc.NextAt = ts(28, 0, 0)
 	write(t, s, func(ctx context.Context, tx store.Tx) error { return tx.UpdateReviewSchedule(ctx, sc) })
 	diff(t, "ClaimDueSchedules after moving on", []review.Schedule(nil),
-		read(t, s, func(ctx context.Context, tx store.Tx) ([]review.Schedule, error) { return tx.ClaimDueSchedules(ctx, ts(5, 0, 0), 10) }))
+		read(t, s, func(ctx context.Context, tx store.Tx) ([]review.Schedule, error) {
+			return tx.ClaimDueSchedules(ctx, ts(5, 0, 0), 10)
+		}))
 	write(t, s, func(ctx context.Context, tx store.Tx) error { return tx.DeleteReviewSchedule(ctx, "RS-1") })
 	wantErr(t, "delete twice", s.InTx(t.Context(), func(tx store.Tx) error { return tx.DeleteReviewSchedule(t.Context(), "RS-1") }), store.ErrNotFound)
 }
