@@ -163,6 +163,11 @@ func (s *Server) decideItem(w http.ResponseWriter, r *http.Request, p authn.Prin
 }
 
 func (s *Server) closeReview(w http.ResponseWriter, r *http.Request, p authn.Principal) error {
+	// The body is empty; an oversized or malformed one is still refused.
+	var in struct{}
+	if err := decode(r, &in, true); err != nil {
+		return err
+	}
 	c, items, err := s.cfg.Reviews.Close(r.Context(), actorOf(r, p), r.PathValue("id"))
 	if err != nil {
 		return err
