@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"net/http"
 	"time"
 
@@ -252,9 +253,8 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, f report.Format,
 	rw, err := report.NewWriter(w, f, t, head)
 	if err == nil {
 		err = fill(rw)
-	}
-	if err == nil {
-		err = rw.Close()
+		// Closed either way: the XLSX writer's temporary file goes with it.
+		err = errors.Join(err, rw.Close())
 	}
 	if err != nil {
 		s.log.ErrorContext(r.Context(), "report failed", "request_id", requestID(r.Context()), "report", file, "error", err.Error())
