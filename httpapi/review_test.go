@@ -2,10 +2,13 @@ package httpapi_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/opgate/opgate/internal/servertest"
 )
 
 // itemsByOperator maps a campaign's items by operator and role.
@@ -121,6 +124,22 @@ func TestReviewFlow(t *testing.T) {
 			t.Errorf("escalation events %v", evs)
 		}
 
+		// The campaign's report, as the chief files it.
+		for _, f := range []string{"csv", "xlsx"} {
+			body := r.must(t, 200, "GET", "/v1/reports/reviews/"+id+"?format="+f, chiefTok, nil).Body
+			var rows [][]string
+			if f == "csv" {
+				rows = readCSV(t, body)
+			} else {
+				rows = readXLSX(t, body)
+			}
+			if len(rows) != 4 || rows[0][0] != "項目 (item)" || rowOf(rows, vi["item_id"].(string))[11] != "revoke" ||
+				rowOf(rows, vi["item_id"].(string))[12] != "異動予定" || rowOf(rows, vi["item_id"].(string))[3] != "職員 9003" {
+				t.Errorf("%s review report %q", f, rows)
+			}
+		}
+		r.must(t, 403, "GET", "/v1/reports/reviews/"+id, r.token(t, clerk, "honcho", "admin-console"), nil)
+
 		// A campaign that revokes what nobody reviewed.
 		rev2 := r.must(t, 201, "POST", "/v1/reviews", r.admin(t), map[string]any{"site_id": "honcho", "due_at": due, "on_unreviewed": "revoke"}).Map(t)
 		if n := len(itemsByOperator(t, rev2)); n != 2 {
@@ -182,5 +201,55 @@ func TestReviewFlow(t *testing.T) {
 		}
 		r.must(t, 204, "DELETE", "/v1/review-schedules/"+sc["schedule_id"].(string), r.token(t, chief, "honcho", "admin-console"), nil)
 		r.must(t, 404, "DELETE", "/v1/review-schedules/"+sc["schedule_id"].(string), r.admin(t), nil)
+	})
+}
+
+// TestReviewConcurrency: two replicas sweeping one due schedule open one
+// campaign; two reviewers deciding one item at once, on two replicas, get
+// one decision and one conflict.
+func TestReviewConcurrency(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *rig) {
+		ctx := context.Background()
+		other := servertest.Join(t, r.Shared(), r.Clock)
+		op := r.issue(t, "honcho", "9501", nil)
+		r.grant(t, op, "counter_clerk", "honcho", nil)
+		chiefs := []string{r.issue(t, "honcho", "9502", nil), r.issue(t, "honcho", "9503", nil)}
+		for _, c := range chiefs {
+			r.grant(t, c, "section_chief", "honcho", nil)
+		}
+		r.must(t, 201, "POST", "/v1/review-schedules", r.admin(t), map[string]any{"site_id": "honcho", "every_months": 1})
+		var wg sync.WaitGroup
+		opened := make([]int, 2)
+		for i, app := range []*servertest.Server{r.Server, other} {
+			wg.Go(func() {
+				n, _, err := app.App.Reviews.Sweep(ctx)
+				if err != nil {
+					t.Errorf("sweep: %v", err)
+				}
+				opened[i] = n
+			})
+		}
+		wg.Wait()
+		if opened[0]+opened[1] != 1 {
+			t.Fatalf("replicas opened %v campaigns", opened)
+		}
+		list := r.must(t, 200, "GET", "/v1/reviews?site_id=honcho", r.admin(t), nil).Map(t)["items"].([]any)
+		id := list[0].(map[string]any)["review_id"].(string)
+		item := itemsByOperator(t, r.must(t, 200, "GET", "/v1/reviews/"+id, r.admin(t), nil).Map(t))[op+"/counter_clerk"]["item_id"].(string)
+		codes := make([]int, 2)
+		for i, c := range chiefs {
+			srv := []*servertest.Server{r.Server, other}[i]
+			tok := r.token(t, c, "honcho", "admin-console")
+			wg.Go(func() {
+				codes[i] = srv.Do("POST", "/v1/reviews/"+id+"/items/"+item, tok, map[string]any{"decision": []string{"keep", "revoke"}[i], "reason": "同時"}).Status
+			})
+		}
+		wg.Wait()
+		if !(codes[0] == 200 && codes[1] == 409 || codes[0] == 409 && codes[1] == 200) {
+			t.Fatalf("concurrent decisions answered %v", codes)
+		}
+		if evs := r.walk(t, map[string][]string{"type": {"review.decided"}}, 100); len(evs) != 1 {
+			t.Errorf("%d review.decided events", len(evs))
+		}
 	})
 }
