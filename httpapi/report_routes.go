@@ -55,17 +55,19 @@ type reviewItemDTO struct {
 }
 
 type reviewDTO struct {
-	ReviewID     string          `json:"review_id"`
-	SiteID       opgate.SiteID   `json:"site_id"`
-	DueAt        Time            `json:"due_at"`
-	Status       string          `json:"status"`
-	OnUnreviewed string          `json:"on_unreviewed"`
-	CreatedBy    *string         `json:"created_by"`
-	CreatedAt    Time            `json:"created_at"`
-	ClosedAt     Time            `json:"closed_at"`
-	ScheduleID   *string         `json:"schedule_id"`
-	Items        []reviewItemDTO `json:"items,omitempty"`
-	Counts       map[string]int  `json:"counts,omitempty"`
+	ReviewID     string        `json:"review_id"`
+	SiteID       opgate.SiteID `json:"site_id"`
+	DueAt        Time          `json:"due_at"`
+	Status       string        `json:"status"`
+	OnUnreviewed string        `json:"on_unreviewed"`
+	CreatedBy    *string       `json:"created_by"`
+	CreatedAt    Time          `json:"created_at"`
+	ClosedAt     Time          `json:"closed_at"`
+	ScheduleID   *string       `json:"schedule_id"`
+	// Items and Counts are left out of lists, and always there (maybe
+	// empty) in a campaign's own answers.
+	Items  *[]reviewItemDTO `json:"items,omitempty"`
+	Counts map[string]int   `json:"counts,omitempty"`
 }
 
 func toItemDTO(it review.Item) reviewItemDTO {
@@ -83,10 +85,11 @@ func toReviewDTO(c review.Campaign, items []review.Item) reviewDTO {
 	d := reviewDTO{ReviewID: c.ID, SiteID: c.SiteID, DueAt: ts(c.DueAt), Status: string(c.Status), OnUnreviewed: string(c.OnUnreviewed),
 		CreatedBy: optional(string(c.CreatedBy)), CreatedAt: ts(c.CreatedAt), ClosedAt: ts(c.ClosedAt), ScheduleID: optional(c.ScheduleID)}
 	if items != nil {
-		d.Items = make([]reviewItemDTO, len(items))
+		dtos := make([]reviewItemDTO, len(items))
+		d.Items = &dtos
 		d.Counts = map[string]int{}
 		for i, it := range items {
-			d.Items[i] = toItemDTO(it)
+			dtos[i] = toItemDTO(it)
 			k := string(it.Decision)
 			if k == "" {
 				k = "pending"
@@ -121,6 +124,9 @@ func (s *Server) openReview(w http.ResponseWriter, r *http.Request, p authn.Prin
 }
 
 func (s *Server) listReviews(w http.ResponseWriter, r *http.Request, p authn.Principal) error {
+	if err := s.anyOf(r.Context(), p, roles.ReviewPerform, roles.ReportRead); err != nil {
+		return err
+	}
 	limit, after, err := page(r)
 	if err != nil {
 		return err
