@@ -17,7 +17,7 @@ func TestImportGraph(t *testing.T) {
 	const mod = "github.com/opgate/opgate"
 	drivers := []string{"github.com/jackc/pgx", "github.com/redis/go-redis", "modernc.org/sqlite", "github.com/pressly/goose"}
 	ours := []string{mod + "/store", mod + "/ephemeral", mod + "/httpapi", mod + "/internal/server", mod + "/cmd"}
-	for _, pkg := range []string{"", "/audit", "/policy", "/roles", "/lifecycle", "/authz", "/authn", "/internal/clock"} {
+	for _, pkg := range []string{"", "/audit", "/policy", "/roles", "/lifecycle", "/authz", "/authn", "/internal/clock", "/review", "/report"} {
 		t.Run(strings.TrimPrefix(pkg, "/"), func(t *testing.T) {
 			out, err := exec.Command("go", "list", "-json", mod+pkg).Output()
 			if err != nil {

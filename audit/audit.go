@@ -59,6 +59,15 @@ const (
 	SystemBootstrapped    Type = "system.bootstrapped"
 	SigningKeyAdded       Type = "signing_key.added"
 	ServiceKeyAdded       Type = "service_key.added"
+	// Reviews, reports and retention (R4.3, R5).
+	ReviewOpened      Type = "review.opened"
+	ReviewDecided     Type = "review.decided"
+	ReviewEscalated   Type = "review.escalated"
+	ReviewClosed      Type = "review.closed"
+	ReviewScheduled   Type = "review.scheduled"
+	ReviewUnscheduled Type = "review.unscheduled"
+	ReportRead        Type = "report.read"
+	AuditPurged       Type = "audit.purged"
 )
 
 // Event is one entry of the history. Seq, PrevHash and Hash are assigned by

@@ -134,12 +134,12 @@ func (s *Service) Grant(ctx context.Context, a Actor, r GrantRequest) (Grant, er
 		if err := tx.CreateGrant(ctx, g); err != nil {
 			return err
 		}
-		return s.grantEvent(ctx, tx, a, typ, g, r.Reason, now)
+		return grantEvent(ctx, tx, a, typ, g, r.Reason, now)
 	})
 	return g, err
 }
 
-func (s *Service) grantEvent(ctx context.Context, tx Tx, a Actor, typ audit.Type, g Grant, reason string, now time.Time) error {
+func grantEvent(ctx context.Context, tx Tx, a Actor, typ audit.Type, g Grant, reason string, now time.Time) error {
 	e := audit.Event{Type: typ, At: now, ActorID: a.ID, TerminalID: a.TerminalID, OperatorID: g.OperatorID, SiteID: g.SiteID,
 		Resource: "grant:" + string(g.ID), Reason: reason}
 	d := map[string]any{"role_id": string(g.RoleID), "status": string(g.Status), "granted_by": string(g.GrantedBy)}
@@ -178,7 +178,7 @@ func (s *Service) Approve(ctx context.Context, a Actor, id opgate.GrantID, reaso
 		if err := tx.UpdateGrant(ctx, g); err != nil {
 			return err
 		}
-		return s.grantEvent(ctx, tx, a, audit.GrantApproved, g, reason, now)
+		return grantEvent(ctx, tx, a, audit.GrantApproved, g, reason, now)
 	})
 	return g, err
 }
@@ -191,20 +191,29 @@ func (s *Service) Revoke(ctx context.Context, a Actor, id opgate.GrantID, reason
 	}
 	now := s.clk.Now()
 	err = s.db.InTx(ctx, func(tx Tx) error {
-		g, err = tx.GetGrant(ctx, id)
-		if err != nil {
-			return err
-		}
-		if g.Status != Active && g.Status != PendingApproval {
-			return fmt.Errorf("%w: grant is %s", ErrConflict, g.Status)
-		}
-		g.Status, g.EndedAt, g.EndedBy, g.EndReason = Revoked, now, a.ID, reason
-		if err := tx.UpdateGrant(ctx, g); err != nil {
-			return err
-		}
-		return s.grantEvent(ctx, tx, a, audit.GrantRevoked, g, reason, now)
+		g, err = RevokeIn(ctx, tx, a, id, reason, now)
+		return err
 	})
 	return g, err
+}
+
+// RevokeIn ends a pending or active grant inside the caller's transaction,
+// with its grant.revoked event: a review decision and the revocation it
+// orders commit together. Whether the actor may revoke is the caller's to
+// check.
+func RevokeIn(ctx context.Context, tx Tx, a Actor, id opgate.GrantID, reason string, now time.Time) (Grant, error) {
+	g, err := tx.GetGrant(ctx, id)
+	if err != nil {
+		return g, err
+	}
+	if g.Status != Active && g.Status != PendingApproval {
+		return g, fmt.Errorf("%w: grant is %s", ErrConflict, g.Status)
+	}
+	g.Status, g.EndedAt, g.EndedBy, g.EndReason = Revoked, now, a.ID, reason
+	if err := tx.UpdateGrant(ctx, g); err != nil {
+		return g, err
+	}
+	return g, grantEvent(ctx, tx, a, audit.GrantRevoked, g, reason, now)
 }
 
 // visibleGrant loads a grant the actor may act on with one of perms at its
@@ -357,7 +366,7 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 			}
 			n = len(gs)
 			for _, g := range gs {
-				if err := s.grantEvent(ctx, tx, Actor{}, audit.GrantExpired, g, "valid_until passed", now); err != nil {
+				if err := grantEvent(ctx, tx, Actor{}, audit.GrantExpired, g, "valid_until passed", now); err != nil {
 					return err
 				}
 			}
@@ -387,7 +396,7 @@ func (s *Service) sweepPending(ctx context.Context) (int, error) {
 			if err := tx.UpdateGrant(ctx, g); err != nil {
 				return err
 			}
-			if err := s.grantEvent(ctx, tx, Actor{}, audit.GrantExpired, g, g.EndReason, now); err != nil {
+			if err := grantEvent(ctx, tx, Actor{}, audit.GrantExpired, g, g.EndReason, now); err != nil {
 				return err
 			}
 			n++

@@ -327,6 +327,12 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 		{"GET", "/v1/me", "/v1/me", admin, nil, 200},
 		{"GET", "/v1/operators/" + string(s.Boot.OperatorID), "/v1/operators/{id}", admin, nil, 200},
 		{"GET", "/v1/audit/events?limit=2", "/v1/audit/events", admin, nil, 200},
+		{"GET", "/v1/reports/checklist", "/v1/reports/checklist", admin, nil, 200},
+		{"GET", "/v1/reports/ledger", "/v1/reports/ledger", admin, nil, 200},
+		{"GET", "/v1/reports/dormant", "/v1/reports/dormant", admin, nil, 200},
+		{"GET", "/v1/reviews", "/v1/reviews", admin, nil, 200},
+		{"GET", "/v1/review-schedules", "/v1/review-schedules", admin, nil, 200},
+		{"POST", "/v1/reviews", "/v1/reviews", admin, map[string]any{"site_id": "honcho", "due_at": "2099-01-01T00:00:00Z"}, 201},
 		// Problems are held to the Problem schema the same way.
 		{"GET", "/v1/sites", "/v1/sites", "", nil, 401},
 		{"POST", "/v1/sites", "/v1/sites", admin, map[string]any{"site_id": "kita", "name": "北支所", "municipality_code": "132152", "extra": 1}, 400},

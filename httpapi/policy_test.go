@@ -18,7 +18,9 @@ const defaultPolicy = `{
   "session": {"idle_timeout_s": 600, "absolute_timeout_s": 32400, "access_token_ttl_s": 300},
   "cards": {"allowed_aaguids": [], "allow_backup_eligible": false},
   "dormant_after_s": 7776000,
-  "restricted_purpose_required": true
+  "restricted_purpose_required": true,
+  "retention_s": {"decisions": 220752000, "logins": 220752000, "other": 220752000},
+  "office_hours": {"start": "08:30", "end": "17:15", "weekdays": [1, 2, 3, 4, 5], "utc_offset_s": 32400}
 }`
 
 func decodeDoc(t testing.TB, b []byte) map[string]any {

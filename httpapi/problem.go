@@ -13,6 +13,8 @@ import (
 	"github.com/opgate/opgate/authz"
 	"github.com/opgate/opgate/lifecycle"
 	"github.com/opgate/opgate/policy"
+	"github.com/opgate/opgate/report"
+	"github.com/opgate/opgate/review"
 	"github.com/opgate/opgate/roles"
 )
 
@@ -95,6 +97,11 @@ var errorTable = []mapping{
 	{opgate.ErrConflict, 409, codeConflict, "Conflict"},
 	{opgate.ErrNotFound, 404, codeNotFound, "Not found"},
 	{errTooLarge, 413, codeTooLarge, "Request body too large"},
+	{review.ErrValidation, 400, codeValidation, "The request is not valid"},
+	{report.ErrValidation, 400, codeValidation, "The request is not valid"},
+	{report.ErrForbidden, 403, codeForbidden, "Not allowed"},
+	{review.ErrNotFound, 404, codeNotFound, "Not found"},
+	{review.ErrConflict, 409, codeConflict, "Conflict"},
 	{authn.ErrUnavailable, 503, codeUnavailable, "Temporarily unavailable"},
 	{opgate.ErrUnavailable, 503, codeUnavailable, "Temporarily unavailable"},
 }
@@ -162,7 +169,7 @@ func detail(err error) string {
 	switch {
 	case errors.Is(err, errUnauthenticated), errors.Is(err, authn.ErrUnauthenticated), errors.Is(err, authn.ErrInvalidCredentials):
 		return "" // never say why a token or a login was refused
-	case errors.Is(err, authz.ErrForbidden), errors.Is(err, lifecycle.ErrForbidden):
+	case errors.Is(err, authz.ErrForbidden), errors.Is(err, lifecycle.ErrForbidden), errors.Is(err, report.ErrForbidden):
 		// Why a target is refused (another site, no such target) is what
 		// a caller without the permission must not learn (API.md,
 		// Conventions).
@@ -187,6 +194,16 @@ func fieldsOf(err error) []fieldError {
 		}
 	}
 	if ve, ok := errors.AsType[*roles.ValidationError](err); ok {
+		for _, f := range ve.Fields {
+			out = append(out, fieldError{f.Field, f.Message})
+		}
+	}
+	if ve, ok := errors.AsType[*review.ValidationError](err); ok {
+		for _, f := range ve.Fields {
+			out = append(out, fieldError{f.Field, f.Message})
+		}
+	}
+	if ve, ok := errors.AsType[*report.ValidationError](err); ok {
 		for _, f := range ve.Fields {
 			out = append(out, fieldError{f.Field, f.Message})
 		}

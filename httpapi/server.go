@@ -28,6 +28,8 @@ import (
 	"github.com/opgate/opgate/internal/clock"
 	"github.com/opgate/opgate/lifecycle"
 	"github.com/opgate/opgate/policy"
+	"github.com/opgate/opgate/report"
+	"github.com/opgate/opgate/review"
 )
 
 // maxBody is the largest request body read (API.md: 413 above 1 MiB).
@@ -53,6 +55,10 @@ type Config struct {
 	Logins      *authn.Logins
 	Emergencies *authn.Emergencies
 	Services    authn.ServiceDB
+	// Reviews and Reports serve API.md "Reviews and reports"; when either
+	// is nil those routes are not registered.
+	Reviews *review.Service
+	Reports *report.Service
 	// TerminalCertificates says terminals present TLS client certificates
 	// (OPGATE_TLS_CLIENT_CA): logins without one are refused.
 	TerminalCertificates bool
@@ -107,6 +113,7 @@ func New(cfg Config) (*Server, error) {
 	s.register()
 	s.registerAuth()
 	s.registerCheck()
+	s.registerReports()
 	return s, nil
 }
 

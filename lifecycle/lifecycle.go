@@ -58,6 +58,7 @@ type Tx interface {
 	ListOperators(ctx context.Context, f OperatorFilter) ([]Operator, error)
 	LocksOf(ctx context.Context, ids []opgate.OperatorID) (map[opgate.OperatorID]Lock, error)
 	DueOperators(ctx context.Context, now time.Time, limit int) ([]Operator, error)
+	DormantOperators(ctx context.Context, cutoff time.Time, limit int) ([]Operator, error)
 	GetLock(ctx context.Context, id opgate.OperatorID) (Lock, error)
 	PutLock(ctx context.Context, l Lock) error
 

@@ -34,7 +34,39 @@ type Policy struct {
 	Cards                     Cards
 	DormantAfter              time.Duration
 	RestrictedPurposeRequired bool
+	Retention                 Retention
+	OfficeHours               OfficeHours
 }
+
+// Retention is how long each kind of history is kept before
+// `opgate audit purge` may remove it (R4.3, CL 19-2; PIA: 7 years).
+type Retention struct {
+	Decisions time.Duration // authz.decided: the decision log
+	Logins    time.Duration // login.*, account.locked, session.ended
+	Other     time.Duration // every other event: rights, changes, policy
+}
+
+// OfficeHours are when logins are expected; logins outside them are
+// reported as anomalies (R3.7). Minutes are counted from local midnight,
+// local being UTC plus UTCOffset.
+type OfficeHours struct {
+	Start, End int // minutes after midnight, Start < End
+	Weekdays   []time.Weekday
+	UTCOffset  time.Duration
+}
+
+// Within reports whether t falls inside office hours.
+func (h OfficeHours) Within(t time.Time) bool {
+	l := t.UTC().Add(h.UTCOffset)
+	if !slices.Contains(h.Weekdays, l.Weekday()) {
+		return false
+	}
+	m := l.Hour()*60 + l.Minute()
+	return m >= h.Start && m < h.End
+}
+
+// Retention7Years is the PIA's retention of provision records.
+const Retention7Years = 7 * 365 * 24 * time.Hour
 
 // Lockout is R2.4: consecutive failures per operator, locks, escalation,
 // and the per-terminal spraying counter.
@@ -83,6 +115,9 @@ func Default() Policy {
 		Cards:                     Cards{AllowedAAGUIDs: []string{}},
 		DormantAfter:              7776000 * time.Second,
 		RestrictedPurposeRequired: true,
+		Retention:                 Retention{Decisions: Retention7Years, Logins: Retention7Years, Other: Retention7Years},
+		OfficeHours: OfficeHours{Start: 8*60 + 30, End: 17*60 + 15, UTCOffset: 9 * time.Hour,
+			Weekdays: []time.Weekday{time.Monday, time.Tuesday, time.Wednesday, time.Thursday, time.Friday}},
 	}
 }
 
@@ -150,6 +185,19 @@ func (p Policy) Validate() error {
 		}
 	}
 	durRange("dormant_after_s", p.DormantAfter, time.Second, 3650*day)
+	durRange("retention_s.decisions", p.Retention.Decisions, time.Second, 36500*day)
+	durRange("retention_s.logins", p.Retention.Logins, time.Second, 36500*day)
+	durRange("retention_s.other", p.Retention.Other, time.Second, 36500*day)
+	oh := p.OfficeHours
+	if oh.Start < 0 || oh.End > 24*60 || oh.Start >= oh.End {
+		bad("office_hours", "start must be before end, both HH:MM within a day")
+	}
+	for _, d := range oh.Weekdays {
+		if d < time.Sunday || d > time.Saturday {
+			bad("office_hours.weekdays", "days are 0 (Sunday) to 6 (Saturday)")
+		}
+	}
+	durRange("office_hours.utc_offset_s", oh.UTCOffset.Abs(), 0, 14*time.Hour)
 	if fe != nil {
 		return &ValidationError{Fields: fe}
 	}
@@ -208,6 +256,32 @@ type doc struct {
 	} `json:"cards"`
 	DormantAfterS             int64 `json:"dormant_after_s"`
 	RestrictedPurposeRequired bool  `json:"restricted_purpose_required"`
+	RetentionS                struct {
+		Decisions int64 `json:"decisions"`
+		Logins    int64 `json:"logins"`
+		Other     int64 `json:"other"`
+	} `json:"retention_s"`
+	OfficeHours struct {
+		Start      string `json:"start"`
+		End        string `json:"end"`
+		Weekdays   []int  `json:"weekdays"`
+		UTCOffsetS int64  `json:"utc_offset_s"`
+	} `json:"office_hours"`
+}
+
+// clockTime is minutes after midnight as HH:MM (24:00 for the end of day).
+func clockTime(m int) string { return fmt.Sprintf("%02d:%02d", m/60, m%60) }
+
+// minutes reads HH:MM; anything else is -1, which Validate refuses.
+func minutes(s string) int {
+	var h, m int
+	if len(s) != 5 || s[2] != ':' {
+		return -1
+	}
+	if _, err := fmt.Sscanf(s, "%02d:%02d", &h, &m); err != nil || h > 24 || m > 59 || (h == 24 && m > 0) {
+		return -1
+	}
+	return h*60 + m
 }
 
 func secs(d time.Duration) int64 { return int64(d / time.Second) }
@@ -231,6 +305,12 @@ func Encode(p Policy) []byte {
 	d.Session.IdleTimeoutS, d.Session.AbsoluteTimeoutS, d.Session.AccessTokenTTLS = secs(p.Session.IdleTimeout), secs(p.Session.AbsoluteTimeout), secs(p.Session.AccessTokenTTL)
 	d.Cards.AllowedAAGUIDs, d.Cards.AllowBackupEligible = nonNil(p.Cards.AllowedAAGUIDs), p.Cards.AllowBackupEligible
 	d.DormantAfterS, d.RestrictedPurposeRequired = secs(p.DormantAfter), p.RestrictedPurposeRequired
+	d.RetentionS.Decisions, d.RetentionS.Logins, d.RetentionS.Other = secs(p.Retention.Decisions), secs(p.Retention.Logins), secs(p.Retention.Other)
+	d.OfficeHours.Start, d.OfficeHours.End, d.OfficeHours.UTCOffsetS = clockTime(p.OfficeHours.Start), clockTime(p.OfficeHours.End), secs(p.OfficeHours.UTCOffset)
+	d.OfficeHours.Weekdays = []int{}
+	for _, w := range p.OfficeHours.Weekdays {
+		d.OfficeHours.Weekdays = append(d.OfficeHours.Weekdays, int(w))
+	}
 	b, _ := json.Marshal(d) // plain structs of strings and numbers cannot fail
 	return b
 }
@@ -265,6 +345,11 @@ func Decode(b []byte) (Policy, error) {
 		Session:      Session{IdleTimeout: dur(d.Session.IdleTimeoutS), AbsoluteTimeout: dur(d.Session.AbsoluteTimeoutS), AccessTokenTTL: dur(d.Session.AccessTokenTTLS)},
 		Cards:        Cards{AllowedAAGUIDs: nonNil(d.Cards.AllowedAAGUIDs), AllowBackupEligible: d.Cards.AllowBackupEligible},
 		DormantAfter: dur(d.DormantAfterS), RestrictedPurposeRequired: d.RestrictedPurposeRequired,
+		Retention:   Retention{Decisions: dur(d.RetentionS.Decisions), Logins: dur(d.RetentionS.Logins), Other: dur(d.RetentionS.Other)},
+		OfficeHours: OfficeHours{Start: minutes(d.OfficeHours.Start), End: minutes(d.OfficeHours.End), UTCOffset: dur(d.OfficeHours.UTCOffsetS)},
+	}
+	for _, w := range d.OfficeHours.Weekdays {
+		p.OfficeHours.Weekdays = append(p.OfficeHours.Weekdays, time.Weekday(w))
 	}
 	return p, nil
 }

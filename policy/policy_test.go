@@ -97,6 +97,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"lockout":{"threshold":3}}`))
 	f.Add([]byte(`{"session":{"idle_timeout_s":9223372036854775807}}`))
 	f.Add([]byte(`{"lockout":{"window_s":-1}}`))
+	f.Add([]byte(`{"office_hours":{"start":"24:00","end":"08:3x","weekdays":[7,-1],"utc_offset_s":-50400}}`))
+	f.Add([]byte(`{"retention_s":{"decisions":1,"logins":0,"other":9223372036854775807}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := Decode(b)
 		if err != nil {
@@ -115,4 +117,39 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("(-first +again):\n%s", diff)
 		}
 	})
+}
+
+func TestOfficeHours(t *testing.T) {
+	h := Default().OfficeHours // 08:30-17:15 JST, Monday to Friday
+	for _, tc := range []struct {
+		name string
+		at   time.Time
+		want bool
+	}{
+		{"Monday 08:30 JST", time.Date(2027, 3, 28, 23, 30, 0, 0, time.UTC), true},
+		{"Monday 08:29 JST", time.Date(2027, 3, 28, 23, 29, 0, 0, time.UTC), false},
+		{"Monday 17:14 JST", time.Date(2027, 3, 29, 8, 14, 0, 0, time.UTC), true},
+		{"Monday 17:15 JST", time.Date(2027, 3, 29, 8, 15, 0, 0, time.UTC), false},
+		{"Saturday 10:00 JST", time.Date(2027, 4, 3, 1, 0, 0, 0, time.UTC), false},
+		{"Sunday 23:30 UTC is Monday 08:30 JST", time.Date(2027, 3, 28, 23, 30, 0, 0, time.UTC), true},
+	} {
+		if got := h.Within(tc.at); got != tc.want {
+			t.Errorf("%s: Within = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	for _, doc := range []string{
+		`{"office_hours":{"start":"17:00","end":"08:00","weekdays":[1],"utc_offset_s":0}}`,
+		`{"office_hours":{"start":"8:30","end":"17:00","weekdays":[1],"utc_offset_s":0}}`,
+		`{"office_hours":{"start":"08:30","end":"17:00","weekdays":[7],"utc_offset_s":0}}`,
+		`{"office_hours":{"start":"08:30","end":"17:00","weekdays":[1],"utc_offset_s":90000}}`,
+		`{"retention_s":{"decisions":0,"logins":1,"other":1}}`,
+	} {
+		p, err := Decode([]byte(doc))
+		if err == nil {
+			err = p.Validate()
+		}
+		if err == nil {
+			t.Errorf("%s accepted", doc)
+		}
+	}
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/opgate/opgate/authz"
 	"github.com/opgate/opgate/lifecycle"
 	"github.com/opgate/opgate/policy"
+	"github.com/opgate/opgate/report"
+	"github.com/opgate/opgate/review"
 	"github.com/opgate/opgate/roles"
 )
 
@@ -169,6 +171,29 @@ type Tx interface {
 	PutServiceKey(ctx context.Context, k authn.ServiceKey) error
 	GetServiceKeyByHash(ctx context.Context, hash []byte) (authn.ServiceKey, error)
 
+	// Review campaigns, their items and schedules (review.Tx).
+	CreateReview(ctx context.Context, c review.Campaign, items []review.Item) error
+	GetReview(ctx context.Context, id string) (review.Campaign, error)
+	UpdateReview(ctx context.Context, c review.Campaign) error
+	ListReviews(ctx context.Context, f review.Filter) ([]review.Campaign, error)
+	DueReviews(ctx context.Context, now time.Time, limit int) ([]review.Campaign, error)
+	ReviewItems(ctx context.Context, review string, after string, limit int) ([]review.Item, error)
+	GetReviewItem(ctx context.Context, review, item string) (review.Item, error)
+	UpdateReviewItem(ctx context.Context, it review.Item) error
+	LastUses(ctx context.Context, grants []opgate.GrantID) (map[opgate.GrantID]time.Time, error)
+	Operators(ctx context.Context, ids []opgate.OperatorID) ([]lifecycle.Operator, error)
+	CreateReviewSchedule(ctx context.Context, s review.Schedule) error
+	ListReviewSchedules(ctx context.Context, site opgate.SiteID) ([]review.Schedule, error)
+	ClaimDueSchedules(ctx context.Context, now time.Time, limit int) ([]review.Schedule, error)
+	UpdateReviewSchedule(ctx context.Context, s review.Schedule) error
+	DeleteReviewSchedule(ctx context.Context, id string) error
+	// DormantOperators lists active operators whose last login (or issue)
+	// is before cutoff.
+	DormantOperators(ctx context.Context, cutoff time.Time, limit int) ([]lifecycle.Operator, error)
+	// PurgeAudit removes the prefix of the history past retention and
+	// moves the chain's anchor to its last removed event.
+	PurgeAudit(ctx context.Context, p report.PurgePlan, at time.Time) (report.Purged, error)
+
 	// Meta holds one-off markers such as the bootstrap.
 	PutMeta(ctx context.Context, key, value string) error // ErrConflict if present
 	GetMeta(ctx context.Context, key string) (string, error)
@@ -189,6 +214,9 @@ type Store interface {
 	// AuditAnchor is where verification starts (genesis, or the checkpoint
 	// a purge left).
 	AuditAnchor(ctx context.Context) (audit.Anchor, error)
+	// Reports read through cursors of their own, outside any
+	// transaction, so that rows stream.
+	report.Source
 	Ping(ctx context.Context) error
 	Close() error
 }
@@ -219,3 +247,9 @@ var (
 )
 
 var _ policy.Tx = Tx(nil)
+
+var (
+	_ review.Tx      = Tx(nil)
+	_ report.PurgeTx = Tx(nil)
+	_ report.AuditTx = Tx(nil)
+)

@@ -28,6 +28,7 @@ commands:
   bootstrap             set up an empty store: first site, terminal and security administrator
   migrate               apply database migrations and exit
   audit verify          check the whole history's hash chain
+  audit purge --before T  remove history past its retention and older than T (one audit event says what)
   keys rotate           add a new token signing key; old keys verify until their tokens expire
   service add NAME      create a service key for token introspection (printed once)
   emergency resume      lift an emergency stop from the server's host (last resort)
@@ -52,8 +53,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "migrate":
 		err = cmdMigrate(ctx, args[1:], stdout, stderr)
 	case "audit":
+		if len(args) >= 2 && args[1] == "purge" {
+			return cmdAuditPurge(ctx, args[2:], stdout, stderr)
+		}
 		if len(args) < 2 || args[1] != "verify" {
-			fmt.Fprint(stderr, "usage: opgate audit verify\n")
+			fmt.Fprint(stderr, "usage: opgate audit verify | opgate audit purge --before RFC3339\n")
 			return 2
 		}
 		return cmdAuditVerify(ctx, args[2:], stdout, stderr)

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,8 @@ import (
 	"github.com/opgate/opgate/internal/clock"
 	"github.com/opgate/opgate/lifecycle"
 	"github.com/opgate/opgate/policy"
+	"github.com/opgate/opgate/report"
+	"github.com/opgate/opgate/review"
 	"github.com/opgate/opgate/store"
 )
 
@@ -36,11 +39,17 @@ type App struct {
 	Policies  *policy.Source
 	Logins    *authn.Logins
 	Emergency *authn.Emergencies
+	Reviews   *review.Service
+	Reports   *report.Service
 	API       *httpapi.Server
 	clk       clock.Clock
 	// keysFromStore is false when a key file pins the signing key.
 	keysFromStore bool
 	log           *slog.Logger
+	// lastDormant is when dormant operators were last looked for: a scan
+	// of every operator is worth doing once a minute, not every sweep.
+	dormantMu   sync.Mutex
+	lastDormant time.Time
 }
 
 // wire builds every service on an open store and ephemeral state.
@@ -89,12 +98,18 @@ func Wire(ctx context.Context, cfg Config, st store.Store, eph ephemeral.Store, 
 	if a.Lifecycle, err = lifecycle.New(lifecycle.Config{DB: store.Runner[lifecycle.Tx]{S: st}, Authorizer: a.Authz, Sessions: a.Sessions, Clock: clk}); err != nil {
 		return nil, err
 	}
+	if a.Reviews, err = review.New(review.Config{DB: store.Runner[review.Tx]{S: st}, Authorizer: a.Authz, Policies: a.Policies, Clock: clk}); err != nil {
+		return nil, err
+	}
+	if a.Reports, err = report.New(report.Config{Source: st, Authorizer: a.Authz, Policies: a.Policies, Recorder: store.Runner[report.AuditTx]{S: st}, Clock: clk}); err != nil {
+		return nil, err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.API, err = httpapi.New(httpapi.Config{
 		Lifecycle: a.Lifecycle, Authz: a.Authz, Sessions: a.Sessions, Policy: polDB, Policies: a.Policies, Chain: st,
 		Views: views{st}, Ready: a.ready, Logins: a.Logins, Emergencies: a.Emergency, Services: store.Runner[authn.ServiceTx]{S: st},
-		TerminalCertificates: cfg.TLSClientCA != "", Logger: log, Registry: reg, Clock: clk,
+		TerminalCertificates: cfg.TLSClientCA != "", Logger: log, Registry: reg, Clock: clk, Reviews: a.Reviews, Reports: a.Reports,
 	})
 	if err != nil {
 		return nil, err
@@ -121,6 +136,18 @@ func (a *App) Sweep(ctx context.Context, since time.Time) {
 	} else if n > 0 {
 		a.log.InfoContext(ctx, "grant sweep", "expired", n)
 	}
+	if opened, closed, err := a.Reviews.Sweep(ctx); err != nil {
+		a.log.ErrorContext(ctx, "review sweep", "error", err.Error())
+	} else if opened+closed > 0 {
+		a.log.InfoContext(ctx, "review sweep", "opened", opened, "closed", closed)
+	}
+	if a.dormantDue() {
+		if n, err := a.SuspendDormant(ctx); err != nil {
+			a.log.ErrorContext(ctx, "dormant sweep", "error", err.Error())
+		} else if n > 0 {
+			a.log.InfoContext(ctx, "dormant sweep", "suspended", n)
+		}
+	}
 	if err := a.Sessions.Reconcile(ctx, since); err != nil {
 		a.log.WarnContext(ctx, "session reconcile", "error", err.Error())
 	}
@@ -131,6 +158,37 @@ func (a *App) Sweep(ctx context.Context, since time.Time) {
 			a.log.WarnContext(ctx, "signing key reload", "error", err.Error())
 		}
 	}
+}
+
+func (a *App) dormantDue() bool {
+	a.dormantMu.Lock()
+	defer a.dormantMu.Unlock()
+	now := a.clk.Now()
+	if now.Sub(a.lastDormant) < time.Minute && !now.Before(a.lastDormant) {
+		return false
+	}
+	a.lastDormant = now
+	return true
+}
+
+// SuspendDormant suspends operators unused for the policy's
+// dormant_after_s (R1.6).
+func (a *App) SuspendDormant(ctx context.Context) (int, error) {
+	p, err := a.Policies.Policy(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return a.Lifecycle.SuspendDormant(ctx, p.DormantAfter)
+}
+
+// Purge removes the history past retention and older than before, with
+// one audit.purged event (R4.3).
+func (a *App) Purge(ctx context.Context, before time.Time) (report.Purged, error) {
+	p, err := a.Policies.Policy(ctx)
+	if err != nil {
+		return report.Purged{}, err
+	}
+	return report.Purge(ctx, store.Runner[report.PurgeTx]{S: a.Store}, p, before, a.clk.Now(), "")
 }
 
 // Scheduler calls Sweep on a ticker until ctx ends.

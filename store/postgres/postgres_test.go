@@ -47,3 +47,12 @@ func TestStore(t *testing.T) {
 func BenchmarkStore(b *testing.B) {
 	storetest.Bench(b, func(b *testing.B) store.Store { return open(b) })
 }
+
+func reportBench(b *testing.B) storetest.ReportBench {
+	db := open(b)
+	return storetest.ReportBench{Store: db, Postgres: true, Exec: func(q string) error { _, err := db.W.ExecContext(b.Context(), q); return err }}
+}
+
+func BenchmarkReviewOpen(b *testing.B) { storetest.BenchReviewOpen(b, reportBench) }
+
+func BenchmarkLedger(b *testing.B) { storetest.BenchLedger(b, reportBench, 100_000) }
