@@ -59,7 +59,7 @@ func (p *problem) Error() string { return "web: API refused: " + p.Code }
 // client's address and TLS state (a terminal's certificate) are the
 // browser's own, so the API judges exactly what it would judge over HTTP.
 func (p *page) call(method, path string, body any) result {
-	var rd io.Reader
+	var rd io.Reader = http.NoBody // as a server's request: never a nil body
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {

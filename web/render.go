@@ -87,6 +87,17 @@ func (p *page) nav() []navLink {
 	return out
 }
 
+// Tiles are the menu's pages besides the menu itself.
+func (v view) Tiles() []navLink {
+	var out []navLink
+	for _, l := range v.Nav {
+		if l.Path != "/console" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 // fail shows a refusal of the API in the page's words, or a plain error
 // page for anything else (its details go to the log only).
 func (p *page) fail(err error) {

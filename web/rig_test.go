@@ -52,7 +52,7 @@ func newRig(t testing.TB) *rig {
 	clk := clocktest.New()
 	eph := memory.New(memory.Config{Clock: clk})
 	a, err := server.Wire(ctx, server.Config{RPID: "localhost", RPOrigins: []string{origin}, PasswordParams: fastHash}, st, eph, clk,
-		slog.New(slog.NewJSONHandler(io.Discard, nil)))
+		slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,6 +64,14 @@ func newRig(t testing.TB) *rig {
 	hs.Start()
 	t.Cleanup(hs.Close)
 	return &rig{t: t, app: a, clk: clk, URL: origin, demo: res}
+}
+
+// logWriter shows the server's warnings and errors in the test's log.
+type logWriter struct{ t testing.TB }
+
+func (w logWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
 }
 
 // op returns the demonstration operator with that name.

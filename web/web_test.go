@@ -335,3 +335,31 @@ func TestSessionEnded(t *testing.T) {
 		t.Errorf("renewal: %d %s", p.Status, p.Header.Get("Location"))
 	}
 }
+
+// TestPasswordOperatorsOnly: the demonstration admits password logins for
+// its own operators only; an operator issued afterwards needs a card.
+func TestPasswordOperatorsOnly(t *testing.T) {
+	r := newRig(t)
+	chief := r.client("ja")
+	chief.login(r.op("本町 課長"))
+	p := chief.post("/console/operators", url.Values{"staff_number": {"2100"}, "name": {"新人 四郎"}, "site_id": {"honcho"}, "employment_type": {"regular"}})
+	if p.Status != 303 {
+		t.Fatalf("issue: %d %s", p.Status, p.Body)
+	}
+	id := strings.TrimSuffix(strings.TrimPrefix(p.Header.Get("Location"), "/console/operators/"), "?m=done")
+	if p := chief.post("/console/operators/"+id+"/grant", url.Values{"role_id": {"counter_clerk"}, "site_id": {"honcho"}, "reason": {"配属"}}); p.Status != 303 {
+		t.Fatalf("grant: %d %s", p.Status, p.Body)
+	}
+	temp := chief.post("/console/operators/"+id+"/reset-password", nil)
+	m := regexp.MustCompile(`<p class="code"[^>]*>([^<]+)</p>`).FindStringSubmatch(temp.Body)
+	if m == nil {
+		t.Fatalf("no temporary password shown: %s", temp.Body)
+	}
+	c := r.client("ja")
+	if p := c.post("/login", url.Values{"terminal_id": {"honcho-cs01"}, "operator_id": {id}, "password": {m[1]}}); p.Status != 401 || !strings.Contains(p.Body, "ログインできませんでした") {
+		t.Errorf("password login of an operator the policy does not name: %d", p.Status)
+	}
+	if strings.Contains(temp.Body, m[1]) && strings.Contains(chief.get("/console/operators/"+id).Body, m[1]) {
+		t.Errorf("the temporary password is shown again")
+	}
+}
