@@ -20,6 +20,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/opgate/opgate/internal/demo"
+	"github.com/opgate/opgate/internal/server"
 	"github.com/opgate/opgate/internal/testenv"
 )
 
@@ -161,6 +162,9 @@ func waitJS(expr string) chromedp.Action[chromedp.Void] {
 		return chromedp.Void{}, fmt.Errorf("timed out waiting for %s (%v)", expr, last)
 	}
 }
+
+// reloaded waits for the page that replaces one marked window.pending.
+var reloaded = waitJS(`window.pending === undefined && document.readyState === "complete"`)
 
 // waitText waits until the element's text contains want.
 func waitText(sel, want string) chromedp.Action[chromedp.Void] {
@@ -351,4 +355,64 @@ func (r *rig) apiDo(t *testing.T, method, path, body string, want int) string {
 		t.Fatalf("%s %s: %d: %s", method, path, resp.StatusCode, b[:n])
 	}
 	return string(b[:n])
+}
+
+// TestBrowserReview: a chief starts a review campaign of the site, keeps
+// or revokes each grant but their own, closes it and downloads its CSV.
+func TestBrowserReview(t *testing.T) {
+	r := newRigWith(t, func(a *server.App) http.Handler {
+		h, err := reviewHandler(a.API.Handler(), []byte(strings.Repeat("k", 32)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	})
+	ctx := tab(t, "ja")
+	browserLogin(t, ctx, r, r.op("本町 課長"), demo.Password, "/console")
+	run(t, ctx,
+		chromedp.Navigate(r.URL+"/console/reviews"),
+		chromedp.SetValue(chromedp.ID("rv-due"), "2027-04-30"),
+		chromedp.Submit(chromedp.ID("rv-due")),
+		waitPath("/console/reviews/"),
+		waitText("main table", "counter_clerk"),
+	)
+	screenshot(t, ctx, "review-ja")
+	viewer := string(r.op("窓口 次子").ID)
+	for i := 0; i < 10; i++ {
+		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("form[action*='/items/']").length`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		// The part-time viewer's grant is revoked, every other one kept.
+		run(t, ctx, void(chromedp.Evaluate[bool](fmt.Sprintf(`(function(){
+			var f = document.querySelector("form[action*='/items/']");
+			var row = f.closest("tr");
+			f.reason.value = "定期棚卸し";
+			var revoke = row.textContent.includes(%q);
+			window.pending = true;
+			f.querySelector("button[value=" + (revoke ? "revoke" : "keep") + "]").click();
+			return true;
+		})()`, viewer))), reloaded)
+	}
+	run(t, ctx, void(chromedp.Evaluate[bool](`window.pending = true`)), chromedp.Click(chromedp.CSS("form[action$='/close'] button")), reloaded,
+		waitJS(`document.querySelector("form[action$='/close']") === null`))
+	screenshot(t, ctx, "review-closed-ja")
+	csv, err := chromedp.Run(ctx, chromedp.Evaluate[string](`fetch(location.pathname + "/download?format=csv").then(r => r.text())`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(csv, viewer) || !strings.Contains(csv, "revoke") || !strings.Contains(csv, "keep") {
+		t.Errorf("review CSV:\n%s", csv)
+	}
+	// The revocation applied at once.
+	if gs := r.apiGet(t, "/v1/grants?status=active&operator_id="+viewer); strings.Contains(gs, "counter_viewer") {
+		t.Errorf("the revoked grant is still active: %s", gs)
+	}
+	en := tab(t, "en")
+	browserLogin(t, en, r, r.op("本町 課長補佐"), demo.Password, "/console")
+	run(t, en, chromedp.Navigate(r.URL+"/console/reviews/R-1"), waitText("main table", "counter_clerk"))
+	screenshot(t, en, "review-en")
 }

@@ -133,6 +133,15 @@ func (p *page) Time(v any) string {
 	return p.localTime(t)
 }
 
+// Enum shows a value of the API by its catalog text (prefix + value), or
+// as it is when the catalog has none.
+func (p *page) Enum(prefix, value string) string {
+	if p.w.cat.has(p.lang, prefix+value) {
+		return p.T(prefix + value)
+	}
+	return value
+}
+
 // Text shows a nullable API string.
 func (p *page) Text(s *string) string {
 	if s == nil {
