@@ -363,3 +363,20 @@ func TestPasswordOperatorsOnly(t *testing.T) {
 		t.Errorf("the temporary password is shown again")
 	}
 }
+
+// TestPasswordExpiringSoon: a login within 14 days of the password's end
+// says how many days are left.
+func TestPasswordExpiringSoon(t *testing.T) {
+	r := newRig(t)
+	o := r.op("窓口 太郎")
+	expires := r.clk.Now().AddDate(0, 3, 0)
+	r.clk.Set(expires.Add(-10 * 24 * time.Hour))
+	c := r.client("ja")
+	p := c.post("/login", url.Values{"terminal_id": {string(o.Terminal)}, "operator_id": {string(o.ID)}, "password": {demoPassword}})
+	if p.Status != 303 || p.Header.Get("Location") != "/console?pwdays=10" {
+		t.Fatalf("login: %d %s", p.Status, p.Header.Get("Location"))
+	}
+	if home := c.get("/console?pwdays=10"); !strings.Contains(home.Body, "パスワードの有効期限まであと 10 日です") {
+		t.Errorf("no expiry notice")
+	}
+}
