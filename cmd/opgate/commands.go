@@ -155,9 +155,10 @@ func seedDemo(ctx context.Context, a *server.App, cfg server.Config, stdout io.W
 	fmt.Fprintf(stdout, "opgate demonstration (a temporary store, deleted at exit)\n\n"+
 		"Open %s/login, set the terminal shown beside the operator, and log in with\n"+
 		"\"パスワードでログイン\" using the operator ID and the password %s.\n\n", origin, demo.Password)
-	fmt.Fprintf(stdout, "  %-14s %-16s %-16s %-8s %s\n", "operator ID", "name", "role", "site", "terminal")
+	// The name last: its width in a terminal is not its length.
+	fmt.Fprintf(stdout, "  %-14s %-16s %-8s %-15s %s\n", "operator ID", "role", "site", "terminal", "name")
 	for _, o := range res.Operators {
-		fmt.Fprintf(stdout, "  %-14s %-16s %-16s %-8s %s\n", o.ID, o.Name, o.Role, o.SiteID, o.Terminal)
+		fmt.Fprintf(stdout, "  %-14s %-16s %-8s %-15s %s\n", o.ID, o.Role, o.SiteID, o.Terminal, o.Name)
 	}
 	fmt.Fprintf(stdout, "\nCard enrollment code of %s (for a real or virtual FIDO2 card at %s/enroll): %s\n\n",
 		res.Operators[0].ID, origin, res.EnrollmentCode)
