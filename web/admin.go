@@ -276,8 +276,8 @@ func (e eventView) DataText() string {
 		return ""
 	}
 	s := buf.String()
-	if len(s) > 300 {
-		s = strings.ToValidUTF8(s[:300], "") + "…"
+	if len(s) > 200 {
+		s = strings.ToValidUTF8(s[:200], "") + "…"
 	}
 	return s
 }

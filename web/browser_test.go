@@ -416,3 +416,30 @@ func TestBrowserReview(t *testing.T) {
 	run(t, en, chromedp.Navigate(r.URL+"/console/reviews/R-1"), waitText("main table", "counter_clerk"))
 	screenshot(t, en, "review-en")
 }
+
+// TestBrowserAdministration: the policy change is shown field by field
+// before it is saved; the audit log shows it and the chain's state.
+func TestBrowserAdministration(t *testing.T) {
+	r := newRig(t)
+	ctx := tab(t, "ja")
+	browserLogin(t, ctx, r, r.op("管理 花子"), demo.Password, "/console")
+	run(t, ctx,
+		chromedp.Navigate(r.URL+"/admin/policy"),
+		void(chromedp.Evaluate[bool](`(function(){var a=document.getElementById("policy-doc"); a.value=a.value.replace(/"threshold": \d+/, '"threshold": 4'); return true;})()`)),
+		chromedp.Submit(chromedp.ID("policy-doc")),
+		waitText("main table", "lockout.threshold"),
+	)
+	screenshot(t, ctx, "policy-preview-ja")
+	run(t, ctx,
+		void(chromedp.Evaluate[bool](`window.pending = true`)),
+		chromedp.Click(chromedp.CSS("form input[name=confirm] + input + button")),
+		reloaded, waitText("main .notice", "処理しました"),
+	)
+	if pol := r.apiGet(t, "/v1/policy"); !strings.Contains(pol, `"threshold":4`) {
+		t.Errorf("policy not saved: %s", pol)
+	}
+	run(t, ctx, chromedp.Navigate(r.URL+"/admin/audit?type=policy.changed"), waitText("main p.ok", "正常"), waitText("main table", "policy.changed"))
+	screenshot(t, ctx, "audit-ja")
+	run(t, ctx, chromedp.Navigate(r.URL+"/admin/roles"), waitText("main table", "resident.read_restricted"))
+	screenshot(t, ctx, "roles-ja")
+}
