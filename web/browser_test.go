@@ -443,3 +443,41 @@ func TestBrowserAdministration(t *testing.T) {
 	run(t, ctx, chromedp.Navigate(r.URL+"/admin/roles"), waitText("main table", "resident.read_restricted"))
 	screenshot(t, ctx, "roles-ja")
 }
+
+// TestBrowserCardAndPassword: where the policy asks for the card and the
+// password, the login page asks for the password before the card is
+// touched, and the login needs both.
+func TestBrowserCardAndPassword(t *testing.T) {
+	r := newRig(t)
+	clerk := r.op("窓口 太郎")
+	chief := r.client("ja")
+	chief.login(r.op("本町 課長"))
+	p := chief.post("/console/operators/"+string(clerk.ID)+"/enroll", url.Values{"card_serial": {"JPKI-0002"}})
+	m := regexp.MustCompile(`<p class="code"[^>]*>([^<]+)</p>`).FindStringSubmatch(p.Body)
+	if m == nil {
+		t.Fatalf("start enrollment: %d", p.Status)
+	}
+	pol := r.apiGet(t, "/v1/policy")
+	pol = regexp.MustCompile(`"login_methods":\[[^\]]*\]`).ReplaceAllString(pol, `"login_methods":["card+password","password"]`)
+	r.apiDo(t, "PUT", "/v1/policy", pol, 200)
+	ctx := tab(t, "en")
+	card(t, ctx)
+	run(t, ctx,
+		chromedp.Navigate(r.URL+"/enroll"),
+		chromedp.SendKeys(chromedp.ID("enroll-code"), m[1]),
+		chromedp.Click(chromedp.CSS("#enroll-form button")),
+		waitText("#enroll-status", "JPKI-0002 is registered"),
+		chromedp.Navigate(r.URL+"/login"),
+		chromedp.SendKeys(chromedp.ID("card-terminal"), string(clerk.Terminal)),
+		chromedp.Click(chromedp.CSS("#card-login button")),
+		waitText("#card-status", "asks for both the card and the password"),
+		waitJS(`!document.getElementById("card-password-row").hidden`),
+	)
+	screenshot(t, ctx, "login-password-en")
+	run(t, ctx,
+		chromedp.SendKeys(chromedp.ID("card-password"), demo.Password),
+		chromedp.Click(chromedp.CSS("#card-login button")),
+		waitPath("/console"),
+		waitText("header .who", clerk.Name),
+	)
+}
