@@ -411,9 +411,13 @@ func TestBrowserReview(t *testing.T) {
 	if gs := r.apiGet(t, "/v1/grants?status=active&operator_id="+viewer); strings.Contains(gs, "counter_viewer") {
 		t.Errorf("the revoked grant is still active: %s", gs)
 	}
+	page, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.pathname`))
+	if err != nil {
+		t.Fatal(err)
+	}
 	en := tab(t, "en")
 	browserLogin(t, en, r, r.op("本町 課長補佐"), demo.Password, "/console")
-	run(t, en, chromedp.Navigate(r.URL+"/console/reviews/R-1"), waitText("main table", "counter_clerk"))
+	run(t, en, chromedp.Navigate(r.URL+page), waitText("main table", "counter_clerk"))
 	screenshot(t, en, "review-en")
 }
 
