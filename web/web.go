@@ -9,7 +9,9 @@
 package web
 
 import (
+	"crypto/rand"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"html/template"
@@ -123,6 +125,11 @@ func (w *Web) Handler() http.Handler {
 		h.Set("Referrer-Policy", "no-referrer")
 		if !strings.HasPrefix(r.URL.Path, "/static/") {
 			h.Set("Cache-Control", "no-store")
+			// One ID for the page and the API calls it makes, so that the
+			// API's log lines of one page can be found together.
+			var b [8]byte
+			_, _ = rand.Read(b[:])
+			h.Set("X-Request-ID", hex.EncodeToString(b[:]))
 		}
 		w.mux.ServeHTTP(rw, r)
 	})
