@@ -373,7 +373,7 @@ func (l *Logins) Password(ctx context.Context, c Client, operator, password stri
 		return Login{}, err
 	}
 	op := NormalizeOperatorID(operator)
-	if !p.Allows(policy.MethodPassword) {
+	if !p.AllowsPasswordLogin(string(op)) {
 		// Not a method of this policy: no credential is judged, the
 		// answer and its cost are those of any failure.
 		DummyVerify(l.cfg.PasswordParams)

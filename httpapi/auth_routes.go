@@ -11,6 +11,7 @@ import (
 	"github.com/opgate/opgate"
 	"github.com/opgate/opgate/authn"
 	"github.com/opgate/opgate/lifecycle"
+	"github.com/opgate/opgate/policy"
 	"github.com/opgate/opgate/roles"
 )
 
@@ -98,7 +99,14 @@ func (s *Server) cardBegin(w http.ResponseWriter, r *http.Request, _ authn.Princ
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, 200, map[string]any{"login_id": id, "publicKey": publicKeyOf(options)})
+	pol, err := s.cfg.Policies.Policy(r.Context())
+	if err != nil {
+		return err
+	}
+	// Said before the card is touched, so that a terminal asks for the
+	// password in the same step (R2.2).
+	needsPassword := !pol.Allows(policy.MethodCard) && pol.Allows(policy.MethodCardPassword)
+	return writeJSON(w, 200, map[string]any{"login_id": id, "publicKey": publicKeyOf(options), "password_required": needsPassword})
 }
 
 // publicKeyOf takes the publicKey member out of the ceremony's options.

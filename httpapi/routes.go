@@ -102,9 +102,16 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request, p authn.Principal) e
 		return err
 	}
 	d := toOperatorDTO(o, l, s.clk.Now())
+	// The idle timeout is shown so that a terminal can lock its screen when
+	// the server is about to end the session (R2.8).
+	pol, err := s.cfg.Policies.Policy(r.Context())
+	if err != nil {
+		return err
+	}
 	return writeJSON(w, 200, map[string]any{"operator": d, "session": map[string]any{
 		"session_id": p.SessionID, "site_id": p.SiteID, "terminal_id": p.TerminalID, "amr": nonNil(p.AMR),
-		"expires_at": ts(p.ExpiresAt), "password_change_required": p.PasswordChangeRequired}})
+		"expires_at": ts(p.ExpiresAt), "password_change_required": p.PasswordChangeRequired,
+		"idle_timeout_s": int64(pol.Session.IdleTimeout / time.Second)}})
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request, p authn.Principal) error {

@@ -26,8 +26,13 @@ const (
 // Policy is the whole document. Durations are time.Duration here and whole
 // seconds on the wire.
 type Policy struct {
-	Version                   int64
-	LoginMethods              []string
+	Version      int64
+	LoginMethods []string
+	// PasswordOperators, when not empty, are the only operators who may
+	// log in with the "password" method alone; everybody else needs their
+	// card. A demonstration or a transition to cards names a few people
+	// here rather than opening password logins to everyone.
+	PasswordOperators         []string
 	Lockout                   Lockout
 	Password                  Password
 	Session                   Session
@@ -106,8 +111,9 @@ type Cards struct {
 // values, which follow the checklist (CL 11, 12, 17) and OWASP.
 func Default() Policy {
 	return Policy{
-		Version:      0,
-		LoginMethods: []string{MethodCard},
+		Version:           0,
+		LoginMethods:      []string{MethodCard},
+		PasswordOperators: []string{},
 		Lockout: Lockout{Threshold: 5, Window: 900 * time.Second, Duration: 1800 * time.Second, PermanentAfter: 3,
 			SprayDistinctOperators: 20, SprayWindow: 600 * time.Second},
 		Password:                  Password{MinLength: 10, RequireLetter: true, RequireDigit: true, MaxAge: 7776000 * time.Second, History: 5, Denylist: true},
@@ -179,6 +185,15 @@ func (p Policy) Validate() error {
 	if s.IdleTimeout > s.AbsoluteTimeout {
 		bad("session.idle_timeout_s", "must not exceed absolute_timeout_s")
 	}
+	if len(p.PasswordOperators) > 1000 {
+		bad("password_operators", "at most 1000 operators")
+	}
+	for _, op := range p.PasswordOperators {
+		if op == "" || len(op) > 64 {
+			bad("password_operators", "operator IDs of 1 to 64 bytes")
+			break
+		}
+	}
 	for _, a := range p.Cards.AllowedAAGUIDs {
 		if !aaguidPattern(a) {
 			bad("cards.allowed_aaguids", fmt.Sprintf("%q is not an AAGUID (8-4-4-4-12 hex)", a))
@@ -226,10 +241,16 @@ func aaguidPattern(s string) bool {
 // Allows reports whether the policy admits a login method.
 func (p Policy) Allows(method string) bool { return slices.Contains(p.LoginMethods, method) }
 
+// AllowsPasswordLogin reports whether op may log in with a password alone.
+func (p Policy) AllowsPasswordLogin(op string) bool {
+	return p.Allows(MethodPassword) && (len(p.PasswordOperators) == 0 || slices.Contains(p.PasswordOperators, op))
+}
+
 type doc struct {
-	Version      int64    `json:"version"`
-	LoginMethods []string `json:"login_methods"`
-	Lockout      struct {
+	Version           int64    `json:"version"`
+	LoginMethods      []string `json:"login_methods"`
+	PasswordOperators []string `json:"password_operators,omitempty"` // omitted when empty: the contract's default document stays as API.md shows it
+	Lockout           struct {
 		Threshold              int   `json:"threshold"`
 		WindowS                int64 `json:"window_s"`
 		DurationS              int64 `json:"duration_s"`
@@ -297,7 +318,7 @@ func dur(s int64) time.Duration {
 func Encode(p Policy) []byte {
 	var d doc
 	d.Version = p.Version
-	d.LoginMethods = nonNil(p.LoginMethods)
+	d.LoginMethods, d.PasswordOperators = nonNil(p.LoginMethods), nonNil(p.PasswordOperators)
 	d.Lockout.Threshold, d.Lockout.WindowS, d.Lockout.DurationS = p.Lockout.Threshold, secs(p.Lockout.Window), secs(p.Lockout.Duration)
 	d.Lockout.PermanentAfter, d.Lockout.SprayDistinctOperators, d.Lockout.SprayWindowS = p.Lockout.PermanentAfter, p.Lockout.SprayDistinctOperators, secs(p.Lockout.SprayWindow)
 	d.Password.MinLength, d.Password.RequireLetter, d.Password.RequireDigit = p.Password.MinLength, p.Password.RequireLetter, p.Password.RequireDigit
@@ -336,8 +357,9 @@ func Decode(b []byte) (Policy, error) {
 		return Policy{}, &ValidationError{Fields: []FieldError{{"body", "trailing data after the document"}}}
 	}
 	p := Policy{
-		Version:      d.Version,
-		LoginMethods: d.LoginMethods,
+		Version:           d.Version,
+		LoginMethods:      d.LoginMethods,
+		PasswordOperators: nonNil(d.PasswordOperators),
 		Lockout: Lockout{Threshold: d.Lockout.Threshold, Window: dur(d.Lockout.WindowS), Duration: dur(d.Lockout.DurationS),
 			PermanentAfter: d.Lockout.PermanentAfter, SprayDistinctOperators: d.Lockout.SprayDistinctOperators, SprayWindow: dur(d.Lockout.SprayWindowS)},
 		Password: Password{MinLength: d.Password.MinLength, RequireLetter: d.Password.RequireLetter, RequireDigit: d.Password.RequireDigit,

@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,6 +70,8 @@ func TestValidate(t *testing.T) {
 		{"short minimum length", func(p *Policy) { p.Password.MinLength = 4 }, []string{"password.min_length"}},
 		{"bad AAGUID", func(p *Policy) { p.Cards.AllowedAAGUIDs = []string{"not-an-aaguid"} }, []string{"cards.allowed_aaguids"}},
 		{"good AAGUID", func(p *Policy) { p.Cards.AllowedAAGUIDs = []string{"2fc0579f-8113-47ea-b116-bb5a8db9202a"} }, nil},
+		{"password operators", func(p *Policy) { p.PasswordOperators = []string{"OP-7Q2K9X4M"} }, nil},
+		{"empty password operator", func(p *Policy) { p.PasswordOperators = []string{""} }, []string{"password_operators"}},
 		{"everything wrong at once", func(p *Policy) { p.Lockout.Threshold, p.Password.History = 0, 99 }, []string{"lockout.threshold", "password.history"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -151,5 +154,39 @@ func TestOfficeHours(t *testing.T) {
 		if err == nil {
 			t.Errorf("%s accepted", doc)
 		}
+	}
+}
+
+func TestAllowsPasswordLogin(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		methods   []string
+		operators []string
+		op        string
+		want      bool
+	}{
+		{"card only", []string{MethodCard}, nil, "OP-A", false},
+		{"password for everyone", []string{MethodCard, MethodPassword}, nil, "OP-A", true},
+		{"named operator", []string{MethodCard, MethodPassword}, []string{"OP-A"}, "OP-A", true},
+		{"operator not named", []string{MethodCard, MethodPassword}, []string{"OP-A"}, "OP-B", false},
+		{"named but method off", []string{MethodCard}, []string{"OP-A"}, "OP-A", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := Default()
+			p.LoginMethods, p.PasswordOperators = tc.methods, tc.operators
+			if got := p.AllowsPasswordLogin(tc.op); got != tc.want {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+	// The list round-trips, and an empty one is left out of the document.
+	p := Default()
+	p.PasswordOperators = []string{"OP-A"}
+	got, err := Decode(Encode(p))
+	if err != nil || !slices.Equal(got.PasswordOperators, p.PasswordOperators) {
+		t.Errorf("round trip: %v %v", got.PasswordOperators, err)
+	}
+	if strings.Contains(string(Encode(Default())), "password_operators") {
+		t.Errorf("an empty list appears in the default document")
 	}
 }

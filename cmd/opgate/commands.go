@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/opgate/opgate"
@@ -21,6 +22,7 @@ import (
 	"github.com/opgate/opgate/authn"
 	"github.com/opgate/opgate/internal/bootstrap"
 	"github.com/opgate/opgate/internal/clock"
+	"github.com/opgate/opgate/internal/demo"
 	"github.com/opgate/opgate/internal/server"
 	"github.com/opgate/opgate/lifecycle"
 	"github.com/opgate/opgate/policy"
@@ -39,8 +41,18 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg := server.LoadConfig()
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address (OPGATE_ADDR)")
 	sweepEvery := fs.Duration("sweep-interval", time.Second, "how often dated changes and expiries are applied")
+	demoMode := fs.Bool("demo", false, "serve a demonstration municipality from a fresh temporary SQLite file (passwords printed at start)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *demoMode {
+		// Never the configured store: a fresh file that goes away at exit.
+		dir, err := os.MkdirTemp("", "opgate-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		cfg.DatabaseURL, cfg.RedisURL = "sqlite:"+filepath.Join(dir, "opgate-demo.db"), ""
 	}
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -61,8 +73,13 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if *demoMode {
+		if err := seedDemo(ctx, a, cfg, stdout); err != nil {
+			return err
+		}
+	}
 	srv := &http.Server{
-		Handler:           a.API.Handler(),
+		Handler:           a.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -120,6 +137,33 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	return nil
+}
+
+// seedDemo fills the demonstration store and prints how to use it.
+func seedDemo(ctx context.Context, a *server.App, cfg server.Config, stdout io.Writer) error {
+	params := cfg.PasswordParams
+	if params == (authn.PasswordParams{}) {
+		params = authn.DefaultPasswordParams
+	}
+	res, err := demo.Seed(ctx, a.Store, demo.Services{Lifecycle: a.Lifecycle, Authz: a.Authz, Policies: a.Policies}, clock.Real{}, params)
+	if err != nil {
+		return err
+	}
+	origin := "http://localhost:8080"
+	if len(cfg.RPOrigins) > 0 {
+		origin = cfg.RPOrigins[0]
+	}
+	fmt.Fprintf(stdout, "opgate demonstration (a temporary store, deleted at exit)\n\n"+
+		"Open %s/login, set the terminal shown beside the operator, and log in with\n"+
+		"\"パスワードでログイン\" using the operator ID and the password %s.\n\n", origin, demo.Password)
+	// The name last: its width in a terminal is not its length.
+	fmt.Fprintf(stdout, "  %-14s %-16s %-8s %-15s %s\n", "operator ID", "role", "site", "terminal", "name")
+	for _, o := range res.Operators {
+		fmt.Fprintf(stdout, "  %-14s %-16s %-8s %-15s %s\n", o.ID, o.Role, o.SiteID, o.Terminal, o.Name)
+	}
+	fmt.Fprintf(stdout, "\nCard enrollment code of %s (for a real or virtual FIDO2 card at %s/enroll): %s\n\n",
+		res.Operators[0].ID, origin, res.EnrollmentCode)
 	return nil
 }
 

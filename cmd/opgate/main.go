@@ -24,7 +24,8 @@ func main() {
 const usage = `usage: opgate <command> [flags]
 
 commands:
-  serve                 run the server (embedded SQLite and in-process state by default)
+  serve [--demo]        run the server (embedded SQLite and in-process state by default;
+                        --demo: a demonstration municipality on a temporary store)
   bootstrap             set up an empty store: first site, terminal and security administrator
   migrate               apply database migrations and exit
   audit verify          check the whole history's hash chain

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/opgate/opgate/report"
 	"github.com/opgate/opgate/review"
 	"github.com/opgate/opgate/store"
+	"github.com/opgate/opgate/web"
 )
 
 // App is one wired server.
@@ -42,7 +44,10 @@ type App struct {
 	Reviews   *review.Service
 	Reports   *report.Service
 	API       *httpapi.Server
-	clk       clock.Clock
+	// Web is the pages (login, enrollment, console), served beside the
+	// API by Handler.
+	Web *web.Web
+	clk clock.Clock
 	// keysFromStore is false when a key file pins the signing key.
 	keysFromStore bool
 	log           *slog.Logger
@@ -114,8 +119,17 @@ func Wire(ctx context.Context, cfg Config, st store.Store, eph ephemeral.Store, 
 	if err != nil {
 		return nil, err
 	}
+	// The pages' CSRF key, like the decoys', follows the shared signing
+	// key so that every replica accepts every replica's forms.
+	csrf := sha256.Sum256(append([]byte("opgate web csrf\x00"), keys[0].Private.D.Bytes()...))
+	if a.Web, err = web.New(web.Config{API: a.API.Handler(), Secret: csrf[:], Logger: log, Clock: clk}); err != nil {
+		return nil, err
+	}
 	return a, nil
 }
+
+// Handler is what the server listens with: the pages and the API.
+func (a *App) Handler() http.Handler { return a.Web.Mount(a.API.Handler()) }
 
 func (a *App) ready(ctx context.Context) error {
 	return errors.Join(a.Store.Ping(ctx), a.Eph.Ping(ctx))
