@@ -20,7 +20,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/opgate/opgate/internal/demo"
-	"github.com/opgate/opgate/internal/server"
 	"github.com/opgate/opgate/internal/testenv"
 )
 
@@ -360,13 +359,7 @@ func (r *rig) apiDo(t *testing.T, method, path, body string, want int) string {
 // TestBrowserReview: a chief starts a review campaign of the site, keeps
 // or revokes each grant but their own, closes it and downloads its CSV.
 func TestBrowserReview(t *testing.T) {
-	r := newRigWith(t, func(a *server.App) http.Handler {
-		h, err := reviewHandler(a.API.Handler(), []byte(strings.Repeat("k", 32)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h
-	})
+	r := newRig(t)
 	ctx := tab(t, "ja")
 	browserLogin(t, ctx, r, r.op("本町 課長"), demo.Password, "/console")
 	run(t, ctx,

@@ -36,10 +36,8 @@ type rig struct {
 
 var fastHash = authn.PasswordParams{Memory: 64, Time: 1, Threads: 1}
 
-func newRig(t testing.TB) *rig { t.Helper(); return newRigWith(t, nil) }
-
-// newRigWith serves handler(app) instead of the server's own handler.
-func newRigWith(t testing.TB, handler func(*server.App) http.Handler) *rig {
+// newRig serves the demonstration municipality, pages and API, on SQLite.
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	ctx := context.Background()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -63,11 +61,7 @@ func newRigWith(t testing.TB, handler func(*server.App) http.Handler) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := a.Handler()
-	if handler != nil {
-		h = handler(a)
-	}
-	hs := &httptest.Server{Listener: ln, Config: &http.Server{Handler: h}}
+	hs := &httptest.Server{Listener: ln, Config: &http.Server{Handler: a.Handler()}}
 	hs.Start()
 	t.Cleanup(hs.Close)
 	return &rig{t: t, app: a, clk: clk, URL: origin, demo: res}

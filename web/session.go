@@ -274,9 +274,17 @@ func (p *page) loadPermissions() error {
 	return nil
 }
 
-// Holds reports whether the operator holds one of perms somewhere.
+// Holds reports whether the operator holds one of perms somewhere; a
+// permission written "perm@*" must be held at every site (the
+// municipality-wide reports).
 func (p *page) Holds(perms ...string) bool {
 	for _, x := range perms {
+		if perm, ok := strings.CutSuffix(x, "@*"); ok {
+			if slices.Contains(p.perms[perm], "*") {
+				return true
+			}
+			continue
+		}
 		if len(p.perms[x]) > 0 {
 			return true
 		}

@@ -156,6 +156,18 @@ func TestEveryPageRenders(t *testing.T) {
 			if who == "窓口 太郎" && strings.Contains(links, "/console/operators") {
 				t.Errorf("counter staff see the operators page")
 			}
+			if who == "本町 課長" && strings.Contains(links, "/admin/checklist") {
+				t.Errorf("a section chief sees the municipality-wide checklist")
+			}
+			if who == "管理 花子" {
+				// The reports are the server's, with its data.
+				if p := c.get("/console/ledger"); !strings.Contains(p.Body, "窓口 太郎") {
+					t.Errorf("the ledger does not list the site's operators: %s", p.Body)
+				}
+				if p := c.get("/admin/checklist"); !strings.Contains(p.Body, "12-2") {
+					t.Errorf("the checklist page has no item 12-2: %s", p.Body)
+				}
+			}
 		}
 	}
 }
