@@ -1,8 +1,9 @@
 // Package authz owns grants, their approval, and the decision point: the
 // one pure function that says whether an operator may exercise a
-// permission at a site now, with the reason (R3). Admin endpoints and the
-// counter terminals' checks use the same function. It knows neither HTTP
-// nor SQL.
+// permission at a site now, with the reason (R3), and the in-memory index
+// that answers as that function does without reading grants on every
+// decision (index.go). Admin endpoints and the counter terminals' checks
+// use the same index. It knows neither HTTP nor SQL.
 package authz
 
 import (

@@ -15,7 +15,7 @@ import (
 )
 
 // The decision index keeps, per operator, what Decide reads — status, end
-// of validity, live grants with their roles' permissions resolved to a bit
+// of validity, active grants with their roles' permissions resolved to a bit
 // set — so that a decision is a map lookup and a short scan. It answers
 // exactly as Decide does; the index tests hold it to that over random data.
 //

@@ -125,16 +125,19 @@ func TestDecisionIndexRacingRevoke(t *testing.T) {
 				var revoked atomic.Bool
 				stop := make(chan struct{})
 				var wg sync.WaitGroup
-				var bad, checks, afterChecks atomic.Int32
-				// waitFor waits until the checkers have made n more checks.
+				var bad, checks, afterChecks, running atomic.Int32
+				// waitFor waits until the checkers have made n checks, or
+				// have all stopped on an error.
 				waitFor := func(c *atomic.Int32, n int32) {
-					for c.Load() < n {
+					for c.Load() < n && running.Load() > 0 {
 						runtime.Gosched()
 					}
 				}
 				replicas := []*servertest.Server{s, other}
+				running.Store(4)
 				for w := range 4 {
 					wg.Go(func() {
+						defer running.Add(-1)
 						for {
 							select {
 							case <-stop:
