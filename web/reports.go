@@ -207,12 +207,11 @@ func (w *Web) reviewsPage(p *page) error {
 		return err
 	}
 	d := map[string]any{"Sites": sites, "Site": p.me.Session.SiteID}
-	// The contract names no list of campaigns; a server that has one
-	// (GET /v1/reviews?site_id=) shows it here.
 	var rs list[reviewView]
-	if res := p.call("GET", "/v1/reviews?site_id="+url.QueryEscape(p.me.Session.SiteID), nil); res.ok() && res.decode(&rs) == nil {
-		d["Reviews"] = rs.Items
+	if err := p.get("/v1/reviews?site_id="+url.QueryEscape(p.me.Session.SiteID), &rs); err != nil {
+		return err
 	}
+	d["Reviews"] = rs.Items
 	if id := p.r.URL.Query().Get("review_id"); id != "" {
 		return p.redirect("/console/reviews/" + url.PathEscape(id))
 	}
