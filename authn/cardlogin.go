@@ -46,11 +46,12 @@ type cardOutcome struct {
 // attempts interleave, and the success or failure commits with its audit
 // event. A password (argon2id) is never judged here.
 func (l *Logins) finishCardInTx(ctx context.Context, c Client, st loginState, credential []byte, p policy.Policy, now time.Time) (Login, error) {
-	// The terminal and the card are read in one read transaction, when
-	// the ceremony names the credential.
+	// The terminal, the card and the emergency stops are read in one read
+	// transaction, when the ceremony names the credential.
 	var (
 		t         lifecycle.Terminal
 		pre       Card
+		stops     []Stop
 		found     bool
 		mismatch  bool
 		lookupErr error
@@ -62,6 +63,11 @@ func (l *Logins) finishCardInTx(ctx context.Context, c Client, st loginState, cr
 			}
 			if err != nil {
 				return err
+			}
+			if l.cfg.Emergency != nil {
+				if stops, err = tx.ListStops(ctx); err != nil {
+					return err
+				}
 			}
 			if pre, err = tx.GetCardByCredential(ctx, credID); err == nil {
 				found = true
@@ -90,12 +96,9 @@ func (l *Logins) finishCardInTx(ctx context.Context, c Client, st loginState, cr
 		// terminal; the refusal below does not need it.
 		t = lifecycle.Terminal{}
 	}
-	stopped, err := l.stopped(ctx, t)
-	if err != nil {
-		return Login{}, err
-	}
+	stopped := t.ID != "" && covers(stops, t.SiteID)
 	var out cardOutcome
-	err = l.cfg.DB.InTx(ctx, func(tx LoginTx) (err error) {
+	err := l.cfg.DB.InTx(ctx, func(tx LoginTx) (err error) {
 		out = cardOutcome{assertion: assertion, ceremony: ceremony, mismatch: mismatch}
 		if found && !mismatch {
 			if out.op, err = tx.GetOperatorForUpdate(ctx, pre.OperatorID); err != nil {
@@ -160,7 +163,7 @@ func (l *Logins) finishCardInTx(ctx context.Context, c Client, st loginState, cr
 			_, err := tx.AppendAudit(ctx, refusalEvent(o.ID, c, out.reason, "card:"+string(out.card.ID), now))
 			return err
 		}
-		iss, err := l.succeedIn(ctx, tx, o, Succeed(out.lock, ""), t, &out.card, out.assertion.SignCount, []string{"hwk", "user"}, false, c, now)
+		iss, err := l.succeedIn(ctx, tx, o, out.lock, "", t, &out.card, out.assertion.SignCount, []string{"hwk", "user"}, false, c, now)
 		out.login = Login{Issued: iss}
 		return err
 	})

@@ -54,12 +54,17 @@ func (e *Emergencies) Stopped(ctx context.Context, site opgate.SiteID) (bool, er
 	if err := e.db.View(ctx, func(tx EmergencyTx) (err error) { stops, err = tx.ListStops(ctx); return }); err != nil {
 		return false, err
 	}
+	return covers(stops, site), nil
+}
+
+// covers reports whether one of stops stops logins at site.
+func covers(stops []Stop, site opgate.SiteID) bool {
 	for _, s := range stops {
 		if s.Scope == opgate.AllSites || s.Scope == site {
-			return true, nil
+			return true
 		}
 	}
-	return false, nil
+	return false
 }
 
 // List returns the stops in force.

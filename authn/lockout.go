@@ -70,6 +70,12 @@ func Succeed(l lifecycle.Lock, id string) lifecycle.Lock {
 	return l
 }
 
+// lockClear reports whether l records nothing: no failure, no attempt in
+// progress, no lock.
+func lockClear(l lifecycle.Lock) bool {
+	return len(l.Recent) == 0 && len(l.Pending) == 0 && l.Until.IsZero() && !l.Permanent && l.LocksInRow == 0
+}
+
 // Fail records a judged failure. At the threshold the operator is locked
 // for the policy's duration; when permanent_after temporary locks are
 // already in the row, the lock lasts until a chief unlocks.

@@ -65,6 +65,7 @@ type LoginTx interface {
 	PasswordHistory(ctx context.Context, op opgate.OperatorID, n int) ([]string, error)
 	CreateEnrollment(ctx context.Context, e Enrollment) error
 	TakeEnrollment(ctx context.Context, codeHash []byte, at time.Time) (Enrollment, error)
+	ListStops(ctx context.Context) ([]Stop, error)
 }
 
 // LoginDB runs the login ceremonies' transactions.
@@ -516,7 +517,16 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 		if err != nil {
 			return err
 		}
-		out.Issued, err = l.succeedIn(ctx, tx, o, Succeed(lk, slot), t, card, signCount, amr, mustChange, c, now)
+		if card != nil {
+			// The card as it is now: its status may have moved since it
+			// was read before the password was judged.
+			cd, err := tx.GetCard(ctx, card.ID)
+			if err != nil {
+				return err
+			}
+			card = &cd
+		}
+		out.Issued, err = l.succeedIn(ctx, tx, o, lk, slot, t, card, signCount, amr, mustChange, c, now)
 		return err
 	})
 	if err != nil {
@@ -570,12 +580,16 @@ func (l *Logins) refusal(ctx context.Context, o lifecycle.Operator, t lifecycle.
 	return nil, "", nil
 }
 
-// succeedIn records a successful login inside tx: the lock state given,
-// the last login, the card's counter, the new session and its event.
-func (l *Logins) succeedIn(ctx context.Context, tx LoginTx, o lifecycle.Operator, lk lifecycle.Lock, t lifecycle.Terminal, card *Card, signCount uint32,
+// succeedIn records a successful login inside tx: the lock lk (as read
+// in tx) cleared and slot released, the last login, the counter of card
+// (as read in tx), the new session and its event.
+func (l *Logins) succeedIn(ctx context.Context, tx LoginTx, o lifecycle.Operator, lk lifecycle.Lock, slot string, t lifecycle.Terminal, card *Card, signCount uint32,
 	amr []string, mustChange bool, c Client, now time.Time) (Issued, error) {
-	if err := tx.PutLock(ctx, lk); err != nil {
-		return Issued{}, err
+	// Most logins follow a login: nothing to clear, nothing to write.
+	if next := Succeed(lk, slot); !lockClear(lk) || !lockClear(next) {
+		if err := tx.PutLock(ctx, next); err != nil {
+			return Issued{}, err
+		}
 	}
 	o.LastLoginAt = now
 	if err := tx.UpdateOperator(ctx, o); err != nil {
@@ -583,10 +597,7 @@ func (l *Logins) succeedIn(ctx context.Context, tx LoginTx, o lifecycle.Operator
 	}
 	st := Start{OperatorID: o.ID, SiteID: t.SiteID, TerminalID: t.ID, AMR: amr, PasswordChangeRequired: mustChange}
 	if card != nil {
-		cd, err := tx.GetCard(ctx, card.ID)
-		if err != nil {
-			return Issued{}, err
-		}
+		cd := *card
 		cd.SignCount = signCount
 		if err := tx.UpdateCard(ctx, cd); err != nil {
 			return Issued{}, err
