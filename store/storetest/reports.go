@@ -423,7 +423,9 @@ func testExpiring(t *testing.T, open func(*testing.T) Harness) {
 	diff(t, "Expiring", []string{"dormant_operator op-a ", "dormant_operator op-b ", "operator_expiring op-c ", "grant_expiring op-c g-1", "password_expiring op-c "}, kinds(q))
 	q.SiteID = siteB.ID
 	diff(t, "Expiring at site-b", []string{"dormant_operator op-b "}, kinds(q))
-	dormant := read(t, s, func(ctx context.Context, tx store.Tx) ([]lifecycle.Operator, error) { return tx.DormantOperators(ctx, ts(10, 0, 0), 10) })
+	dormant := read(t, s, func(ctx context.Context, tx store.Tx) ([]lifecycle.Operator, error) {
+		return tx.DormantOperators(ctx, ts(10, 0, 0), 10)
+	})
 	diff(t, "DormantOperators", []opgate.OperatorID{"op-a", "op-b"}, ids(dormant, func(o lifecycle.Operator) opgate.OperatorID { return o.ID }))
 	clones, err := s.CloneSuspects(t.Context())
 	if err != nil {
