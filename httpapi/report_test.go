@@ -274,7 +274,10 @@ func TestDormant(t *testing.T) {
 				return err
 			}
 			o.LastLoginAt = r.Clock.Now()
-			return tx.UpdateOperator(ctx, o)
+			if err := tx.UpdateOperator(ctx, o); err != nil {
+				return err
+			}
+			return tx.PutPassword(ctx, authn.PasswordRecord{OperatorID: o.ID, Hash: "$argon2id$x", SetAt: r.Clock.Now(), ExpiresAt: r.Clock.Now().Add(10 * 24 * time.Hour)})
 		}); err != nil {
 			t.Fatal(err)
 		}
@@ -285,7 +288,7 @@ func TestDormant(t *testing.T) {
 			m := x.(map[string]any)
 			got[m["operator_id"].(string)+" "+m["kind"].(string)] = m["status"].(string)
 		}
-		for _, k := range []string{idle + " dormant_operator", temp + " operator_expiring", temp + " grant_expiring"} {
+		for _, k := range []string{idle + " dormant_operator", temp + " operator_expiring", temp + " grant_expiring", temp + " password_expiring"} {
 			if _, ok := got[k]; !ok {
 				t.Errorf("missing %s in %v", k, got)
 			}

@@ -118,7 +118,17 @@ func TestReviewFlow(t *testing.T) {
 			t.Fatalf("closed %v", closed)
 		}
 		r.must(t, 409, "POST", "/v1/reviews/"+id+"/close", chiefTok, nil)
-		r.must(t, 409, "POST", "/v1/reviews/"+id+"/items/"+si["item_id"].(string), r.admin(t), map[string]any{"decision": "keep", "reason": "x"})
+		// The escalated item is the security administrator's, and theirs
+		// alone, once the campaign is closed.
+		r.must(t, 409, "POST", "/v1/reviews/"+id+"/items/"+ci["item_id"].(string), r.admin(t), map[string]any{"decision": "revoke", "reason": "x"})
+		if p := r.call(t, "POST", "/v1/reviews/"+id+"/items/"+si["item_id"].(string), r.token(t, clerk, "honcho", "admin-console"), map[string]any{"decision": "keep", "reason": "x"}); p.Status != 403 {
+			t.Errorf("a clerk decided an escalated item: %d", p.Status)
+		}
+		esc := r.must(t, 200, "POST", "/v1/reviews/"+id+"/items/"+si["item_id"].(string), r.admin(t), map[string]any{"decision": "keep", "reason": "係長として必要"}).Map(t)
+		if esc["decision"] != "keep" || esc["decided_by"] != r.adminID() {
+			t.Errorf("escalated item decided: %v", esc)
+		}
+		r.must(t, 409, "POST", "/v1/reviews/"+id+"/items/"+si["item_id"].(string), r.admin(t), map[string]any{"decision": "revoke", "reason": "again"})
 		evs := r.walk(t, map[string][]string{"type": {"review.escalated"}}, 100)
 		if len(evs) != 1 {
 			t.Errorf("escalation events %v", evs)

@@ -413,7 +413,8 @@ func (s *Service) hide(ctx context.Context, a Actor) error {
 
 // Decide records a reviewer's decision on one item. Nobody decides on
 // their own grants (the security administrator decides those); a revoke
-// ends the grant in the same transaction as the decision.
+// ends the grant in the same transaction as the decision. An item
+// escalated at closing is still open to the security administrator.
 func (s *Service) Decide(ctx context.Context, a Actor, reviewID, itemID string, d Decision, reason string) (Item, error) {
 	var c Campaign
 	err := s.db.View(ctx, func(tx Tx) (err error) { c, err = tx.GetReview(ctx, reviewID); return })
@@ -434,13 +435,13 @@ func (s *Service) Decide(ctx context.Context, a Actor, reviewID, itemID string, 
 		return Item{}, &ValidationError{Fields: fe}
 	}
 	now := s.clk.Now()
+	// Escalated items are the security administrator's (a reviewer at
+	// every site) to decide, after the campaign closed.
+	top := s.az.Require(ctx, a.ID, roles.ReviewPerform, opgate.AllSites) == nil
 	var it Item
 	err = s.db.InTx(ctx, func(tx Tx) (err error) {
 		if c, err = tx.GetReview(ctx, reviewID); err != nil {
 			return err
-		}
-		if c.Status != Open {
-			return fmt.Errorf("%w: review is %s", ErrConflict, c.Status)
 		}
 		if it, err = tx.GetReviewItem(ctx, reviewID, itemID); err != nil {
 			if errors.Is(err, opgate.ErrNotFound) {
@@ -451,7 +452,11 @@ func (s *Service) Decide(ctx context.Context, a Actor, reviewID, itemID string, 
 		if it.OperatorID == a.ID {
 			return authz.ErrSelfGrant
 		}
-		if it.Decision != Pending {
+		escalated := it.Decision == Escalated && top
+		if c.Status != Open && !escalated {
+			return fmt.Errorf("%w: review is %s", ErrConflict, c.Status)
+		}
+		if it.Decision != Pending && !escalated {
 			return fmt.Errorf("%w: item already decided (%s)", ErrConflict, it.Decision)
 		}
 		it.Decision, it.Reason, it.DecidedBy, it.DecidedAt = d, reason, a.ID, now

@@ -34,6 +34,7 @@ func testReports(t *testing.T, open func(*testing.T) Harness) {
 		{"Events", testEvents},
 		{"Facts", testFacts},
 		{"Purge", testPurge},
+		{"Expiring", testExpiring},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -387,4 +388,48 @@ func testPurge(t *testing.T, open func(*testing.T) Harness) {
 	if err := verify(ctx, s); err != nil {
 		t.Fatalf("verify: %v", err)
 	}
+}
+
+// testExpiring: dormant operators (by last login, or issue), operators,
+// grants and passwords ending inside the window, cards flagged as
+// possibly cloned, per site.
+func testExpiring(t *testing.T, open func(*testing.T) Harness) {
+	s := open(t).Store
+	seed(t, s) // op-a (site-a), op-b (site-b): issued on the 1st, never logged in
+	write(t, s, func(ctx context.Context, tx store.Tx) error {
+		c := operator("op-c", "S-0003", siteA.ID, lifecycle.Active)
+		c.LastLoginAt, c.ValidUntil, c.EmploymentType = ts(19, 0, 0), ts(25, 0, 0), lifecycle.Temporary
+		g := grant("g-1", "op-c", "counter_clerk", siteA.ID)
+		g.ValidUntil = ts(22, 0, 0)
+		late := grant("g-2", "op-c", "counter_viewer", siteA.ID)
+		late.ValidUntil = ts(30, 0, 0).AddDate(0, 2, 0)
+		return errors.Join(tx.CreateOperator(ctx, c), tx.CreateGrant(ctx, g), tx.CreateGrant(ctx, late),
+			tx.PutPassword(ctx, authn.PasswordRecord{OperatorID: "op-c", Hash: "$argon2id$x", SetAt: ts(1, 0, 0), ExpiresAt: ts(21, 0, 0)}),
+			tx.CreateCard(ctx, authn.Card{ID: "C-x", OperatorID: "op-c", Serial: "SN-X", Label: "x", Status: authn.CardRevoked, CredentialID: []byte("x"),
+				PublicKey: []byte{1}, AAGUID: make([]byte, 16), CloneSuspected: true, EnrolledAt: ts(2, 0, 0), StatusChanged: ts(3, 0, 0)}))
+	})
+	now := ts(20, 0, 0)
+	q := report.ExpiringQuery{DormantBefore: ts(10, 0, 0), Now: now, Until: ts(28, 0, 0), PasswordUntil: ts(24, 0, 0)}
+	kinds := func(q report.ExpiringQuery) []string {
+		var out []string
+		if err := s.Expiring(t.Context(), q, func(r report.ExpiringRow) error {
+			out = append(out, r.Kind+" "+string(r.OperatorID)+" "+string(r.GrantID))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	diff(t, "Expiring", []string{"dormant_operator op-a ", "dormant_operator op-b ", "operator_expiring op-c ", "grant_expiring op-c g-1", "password_expiring op-c "}, kinds(q))
+	q.SiteID = siteB.ID
+	diff(t, "Expiring at site-b", []string{"dormant_operator op-b "}, kinds(q))
+	dormant := read(t, s, func(ctx context.Context, tx store.Tx) ([]lifecycle.Operator, error) {
+		return tx.DormantOperators(ctx, ts(10, 0, 0), 10)
+	})
+	diff(t, "DormantOperators", []opgate.OperatorID{"op-a", "op-b"}, ids(dormant, func(o lifecycle.Operator) opgate.OperatorID { return o.ID }))
+	clones, err := s.CloneSuspects(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	diff(t, "CloneSuspects", []report.CardRef{{CardID: "C-x", Serial: "SN-X", OperatorID: "op-c", SiteID: siteA.ID, Status: "revoked", ChangedAt: ts(3, 0, 0)}}, clones)
 }
