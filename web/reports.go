@@ -186,11 +186,17 @@ func cell(v json.RawMessage) string {
 // ---- review campaigns (R5.1)
 
 type reviewItem struct {
-	ItemID     string `json:"item_id"`
-	GrantID    string `json:"grant_id"`
-	OperatorID string `json:"operator_id"`
-	RoleID     string `json:"role_id"`
-	Decision   string `json:"decision"`
+	ItemID       string   `json:"item_id"`
+	GrantID      string   `json:"grant_id"`
+	OperatorID   string   `json:"operator_id"`
+	OperatorName string   `json:"operator_name"`
+	RoleID       string   `json:"role_id"`
+	GrantedBy    string   `json:"granted_by"`
+	GrantedAt    *string  `json:"granted_at"`
+	LastLoginAt  *string  `json:"last_login_at"`
+	LastUsedAt   *string  `json:"last_used_at"`
+	Hints        []string `json:"hints"`
+	Decision     string   `json:"decision"`
 }
 
 type reviewView struct {
