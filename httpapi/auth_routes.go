@@ -30,6 +30,7 @@ func (s *Server) registerAuth() {
 	s.handle("POST", "/v1/operators/{id}/cards/{card_id}/return", bearer, roles.OperatorManage, s.returnCard)
 
 	s.handle("POST", "/v1/introspect", public, "", s.introspect)
+	s.handle("GET", "/v1/emergency", bearer, "", s.emergencyList)
 	s.handle("POST", "/v1/emergency/stop", bearer, roles.EmergencyStop, s.emergencyStop)
 	s.handle("POST", "/v1/emergency/resume", bearer, roles.EmergencyStop, s.emergencyResume)
 }
@@ -381,6 +382,42 @@ func (s *Server) emergencyResume(w http.ResponseWriter, r *http.Request, p authn
 		return err
 	}
 	return writeJSON(w, 200, map[string]any{"scope": in.Scope, "site_id": optional(string(in.SiteID)), "stopped": false})
+}
+
+// emergencyList shows the stops in force, to whoever may stop or resume
+// logins and to auditors.
+func (s *Server) emergencyList(w http.ResponseWriter, r *http.Request, p authn.Principal) error {
+	allowed := false
+	for _, perm := range []opgate.Permission{roles.EmergencyStop, roles.AuditRead} {
+		ok, err := s.cfg.Authz.HoldsAnywhere(r.Context(), p.OperatorID, perm)
+		if err != nil {
+			return err
+		}
+		allowed = allowed || ok
+	}
+	if !allowed {
+		return errForbiddenHere
+	}
+	stops, err := s.cfg.Emergencies.List(r.Context())
+	if err != nil {
+		return err
+	}
+	type stopDTO struct {
+		Scope     string            `json:"scope"`
+		SiteID    *string           `json:"site_id"`
+		Reason    string            `json:"reason"`
+		StoppedBy opgate.OperatorID `json:"stopped_by"`
+		StoppedAt Time              `json:"stopped_at"`
+	}
+	items := make([]stopDTO, 0, len(stops))
+	for _, st := range stops {
+		d := stopDTO{Scope: "all", Reason: st.Reason, StoppedBy: st.StoppedBy, StoppedAt: ts(st.StoppedAt)}
+		if st.Scope != opgate.AllSites {
+			d.Scope, d.SiteID = "site", optional(string(st.Scope))
+		}
+		items = append(items, d)
+	}
+	return writeJSON(w, 200, map[string]any{"items": items})
 }
 
 // introspect answers RFC 7662 for a holder of audit.read or a service key.

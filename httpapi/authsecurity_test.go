@@ -962,6 +962,11 @@ func TestEmergencyStopLogins(t *testing.T) {
 				t.Errorf("sessions_ended %v, want at least the clerk's and the admin's second", r["sessions_ended"])
 			}
 			problemIs(t, "second stop of the site", g.do("POST", "/v1/emergency/stop", s.Admin, stop), 409, "conflict")
+			if items := g.must(200, "GET", "/v1/emergency", s.Admin, nil).Map(t)["items"].([]any); len(items) != 1 ||
+				items[0].(map[string]any)["site_id"] != "honcho" || items[0].(map[string]any)["reason"] != "不正アクセスの疑い" {
+				t.Errorf("stops in force: %v", items)
+			}
+			problemIs(t, "a clerk reads the stops", g.do("GET", "/v1/emergency", northTok, nil), 403, "forbidden")
 			g.must(200, "GET", "/v1/me", s.Admin, nil) // the caller's own session
 			problemIs(t, "clerk's session at the stopped site", g.do("GET", "/v1/me", clerkTok, nil), 401, "unauthenticated")
 			problemIs(t, "admin's other session at the stopped site", g.do("GET", "/v1/me", adminTok2, nil), 401, "unauthenticated")
@@ -974,6 +979,9 @@ func TestEmergencyStopLogins(t *testing.T) {
 			problemIs(t, "wrong password at the stopped site", passwordLogin(g, clerk, "Wrong-password-1", "admin-console"), 401, "invalid_credentials")
 
 			g.must(200, "POST", "/v1/emergency/resume", s.Admin, stop)
+			if items := g.must(200, "GET", "/v1/emergency", s.Admin, nil).Map(t)["items"].([]any); len(items) != 0 {
+				t.Errorf("stops in force after the resume: %v", items)
+			}
 			problemIs(t, "second resume", g.do("POST", "/v1/emergency/resume", s.Admin, stop), 409, "conflict")
 			loginAs(g, clerk, clerkPW, "admin-console")
 			if r := cardLoginWith(g, card, "admin-console", "", nil); r.Status != 200 {

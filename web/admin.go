@@ -182,12 +182,24 @@ func (w *Web) terminalDelete(p *page) error {
 	return p.act("DELETE", "/v1/terminals/"+url.PathEscape(p.r.PathValue("id")), nil, "/admin/terminals")
 }
 
+type stopView struct {
+	Scope     string  `json:"scope"`
+	SiteID    *string `json:"site_id"`
+	Reason    string  `json:"reason"`
+	StoppedBy string  `json:"stopped_by"`
+	StoppedAt string  `json:"stopped_at"`
+}
+
 func (w *Web) emergencyPage(p *page) error {
 	var ss list[siteView]
 	if err := p.get("/v1/sites?limit=1000", &ss); err != nil {
 		return err
 	}
-	return p.show("emergency", "emergency.title", map[string]any{"Sites": ss.Items})
+	var stops list[stopView]
+	if err := p.get("/v1/emergency", &stops); err != nil {
+		return err
+	}
+	return p.show("emergency", "emergency.title", map[string]any{"Sites": ss.Items, "Stops": stops.Items})
 }
 
 func (w *Web) emergencyAction(p *page) error {

@@ -217,8 +217,14 @@ func TestRefusalsInJapanese(t *testing.T) {
 	// Emergency stop.
 	admin := r.client("ja")
 	admin.login(r.op("管理 花子"))
+	if p := admin.get("/admin/emergency"); !strings.Contains(p.Body, "緊急停止はありません") {
+		t.Errorf("emergency page before a stop: %s", p.Body)
+	}
 	if p := admin.post("/admin/emergency", url.Values{"action": {"stop"}, "scope": {"all"}, "reason": {"訓練"}}); p.Status != 303 {
 		t.Fatalf("stop: %d %s", p.Status, p.Body)
+	}
+	if p := admin.get("/admin/emergency"); !strings.Contains(p.Body, "訓練") || !strings.Contains(p.Body, "全サイト") {
+		t.Errorf("emergency page does not show the stop in force: %s", p.Body)
 	}
 	if p := r.client("ja").post("/login", url.Values{"terminal_id": {"honcho-cs01"}, "operator_id": {string(r.op("窓口 太郎").ID)}, "password": {demoPassword}}); !strings.Contains(p.Body, "緊急停止中") {
 		t.Errorf("emergency stop: %d %s", p.Status, p.Body)
