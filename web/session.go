@@ -17,8 +17,9 @@ import (
 )
 
 // Cookie names. Every cookie is HttpOnly and SameSite=Strict, and Secure
-// when the request came over TLS: no script reads them and no other site
-// sends them.
+// when the request came over TLS or the browsers' origin is HTTPS
+// (Config.SecureCookies): no script reads them and no other site sends
+// them.
 const (
 	cookieAccess   = "opgate_at"
 	cookieRefresh  = "opgate_rt"
@@ -32,7 +33,7 @@ const (
 const year = 365 * 24 * time.Hour
 
 func (w *Web) setCookie(rw http.ResponseWriter, r *http.Request, name, value string, maxAge time.Duration) {
-	c := &http.Cookie{Name: name, Value: value, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil}
+	c := &http.Cookie{Name: name, Value: value, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil || w.cfg.SecureCookies}
 	switch {
 	case value == "":
 		c.MaxAge = -1

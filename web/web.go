@@ -40,6 +40,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Clock is the time source. If nil, clock.Real{} is used.
 	Clock clock.Clock
+	// SecureCookies marks every cookie Secure even on a request that
+	// reached opgate without TLS: the browser's side is HTTPS and a proxy
+	// ends TLS in front of opgate. Cookies are Secure on TLS requests in
+	// any case.
+	SecureCookies bool
 }
 
 // Web is the pages' handler.

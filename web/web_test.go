@@ -92,6 +92,22 @@ func TestCookieFlags(t *testing.T) {
 	if len(rec.Result().Cookies()) == 0 {
 		t.Error("no cookie over TLS")
 	}
+	// Behind a proxy that ends TLS (the browsers' origin is HTTPS), plain
+	// requests get Secure cookies too.
+	w, err := web.New(web.Config{API: r.app.API.Handler(), Secret: []byte(strings.Repeat("k", 32)), SecureCookies: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec = httptest.NewRecorder()
+	w.Mount(r.app.API.Handler()).ServeHTTP(rec, httptest.NewRequest("GET", "/login", nil))
+	for _, ck := range rec.Result().Cookies() {
+		if !ck.Secure {
+			t.Errorf("cookie %s behind a TLS proxy: %+v", ck.Name, ck)
+		}
+	}
+	if len(rec.Result().Cookies()) == 0 {
+		t.Error("no cookie behind a TLS proxy")
+	}
 }
 
 var inlineScript = regexp.MustCompile(`(?is)<script(?:\s[^>]*)?>\s*[^<\s]|<style|\sstyle=|\son[a-z]+=`)

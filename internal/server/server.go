@@ -10,6 +10,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -122,7 +124,11 @@ func Wire(ctx context.Context, cfg Config, st store.Store, eph ephemeral.Store, 
 	// The pages' CSRF key, like the decoys', follows the shared signing
 	// key so that every replica accepts every replica's forms.
 	csrf := sha256.Sum256(append([]byte("opgate web csrf\x00"), keys[0].Private.D.Bytes()...))
-	if a.Web, err = web.New(web.Config{API: a.API.Handler(), Secret: csrf[:], Logger: log, Clock: clk}); err != nil {
+	// Behind a proxy that ends TLS, the request reaching opgate is plain
+	// HTTP while the browser's origin is HTTPS: its cookies must still be
+	// Secure.
+	secure := slices.ContainsFunc(cfg.RPOrigins, func(o string) bool { return strings.HasPrefix(o, "https://") })
+	if a.Web, err = web.New(web.Config{API: a.API.Handler(), Secret: csrf[:], Logger: log, Clock: clk, SecureCookies: secure}); err != nil {
 		return nil, err
 	}
 	return a, nil
