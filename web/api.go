@@ -59,17 +59,28 @@ func (p *problem) Error() string { return "web: API refused: " + p.Code }
 // client's address and TLS state (a terminal's certificate) are the
 // browser's own, so the API judges exactly what it would judge over HTTP.
 func (p *page) call(method, path string, body any) result {
+	req, err := p.request(method, path, body)
+	if err != nil {
+		return result{Status: 500}
+	}
+	rec := httptest.NewRecorder()
+	p.w.cfg.API.ServeHTTP(rec, req)
+	return resultOf(rec.Code, rec.Header(), rec.Body.Bytes())
+}
+
+// request is the API request of call.
+func (p *page) request(method, path string, body any) (*http.Request, error) {
 	var rd io.Reader = http.NoBody // as a server's request: never a nil body
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return result{Status: 500}
+			return nil, err
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(p.r.Context(), method, path, rd)
 	if err != nil {
-		return result{Status: 500}
+		return nil, err
 	}
 	req.RemoteAddr, req.TLS, req.Host = p.r.RemoteAddr, p.r.TLS, p.r.Host
 	if body != nil {
@@ -81,23 +92,84 @@ func (p *page) call(method, path string, body any) result {
 	if id := p.rw.Header().Get("X-Request-ID"); id != "" {
 		req.Header.Set("X-Request-ID", id)
 	}
-	rec := httptest.NewRecorder()
-	p.w.cfg.API.ServeHTTP(rec, req)
-	res := result{Status: rec.Code, Header: rec.Header(), Body: rec.Body.Bytes()}
+	return req, nil
+}
+
+// resultOf reads an answer of the API, its problem when it refused.
+func resultOf(status int, h http.Header, body []byte) result {
+	res := result{Status: status, Header: h, Body: body}
 	if !res.ok() {
-		pr := &problem{Status: rec.Code}
-		_ = json.Unmarshal(res.Body, pr)
+		pr := &problem{Status: status}
+		_ = json.Unmarshal(body, pr)
 		var v struct {
 			Violations []string `json:"violations"`
 		}
-		_ = json.Unmarshal(res.Body, &v)
-		pr.Violations, pr.RetryAfter = v.Violations, rec.Header().Get("Retry-After")
+		_ = json.Unmarshal(body, &v)
+		pr.Violations, pr.RetryAfter = v.Violations, h.Get("Retry-After")
 		if pr.Code == "" {
 			pr.Code = "unavailable"
 		}
 		res.Problem = pr
 	}
 	return res
+}
+
+// relay passes a successful API answer straight to the browser as a file,
+// as it is written: a report streams from the database cursor to the
+// browser without being held whole. Any other answer is kept, to be shown
+// as a page.
+type relay struct {
+	dst      http.ResponseWriter
+	filename string
+	h        http.Header
+	status   int
+	refused  bytes.Buffer
+}
+
+func (r *relay) ok() bool            { return r.status >= 200 && r.status < 300 }
+func (r *relay) Header() http.Header { return r.h }
+
+func (r *relay) WriteHeader(code int) {
+	if r.status != 0 {
+		return
+	}
+	r.status = code
+	if r.ok() {
+		d := r.dst.Header()
+		d.Set("Content-Type", r.h.Get("Content-Type"))
+		d.Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", r.filename))
+		r.dst.WriteHeader(code)
+	}
+}
+
+func (r *relay) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.WriteHeader(http.StatusOK)
+	}
+	if r.ok() {
+		return r.dst.Write(b)
+	}
+	return r.refused.Write(b)
+}
+
+func (r *relay) Flush() {
+	if f, ok := r.dst.(http.Flusher); ok && r.ok() {
+		f.Flush()
+	}
+}
+
+// download relays a report file the API writes.
+func (p *page) download(path, filename string) error {
+	req, err := p.request("GET", path, nil)
+	if err != nil {
+		return err
+	}
+	rl := &relay{dst: p.rw, filename: filename, h: http.Header{}}
+	p.w.cfg.API.ServeHTTP(rl, req)
+	if rl.status == 0 || rl.ok() {
+		return nil
+	}
+	return resultOf(rl.status, rl.h, rl.refused.Bytes()).err()
 }
 
 // message turns a refusal into the catalog's words for it: the code's

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/url"
 	"strings"
 )
@@ -98,18 +97,6 @@ func reportDownload(api string, params ...string) func(*Web, *page) error {
 		v.Set("format", format)
 		return p.download(api+"?"+v.Encode(), strings.TrimPrefix(api, "/v1/reports/")+"."+format)
 	}
-}
-
-func (p *page) download(path, filename string) error {
-	res := p.call("GET", path, nil)
-	if !res.ok() {
-		return res.err()
-	}
-	h := p.rw.Header()
-	h.Set("Content-Type", res.Header.Get("Content-Type"))
-	h.Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", filename))
-	_, err := io.Copy(p.rw, bytes.NewReader(res.Body))
-	return err
 }
 
 // tableOf reads {"items":[...]} keeping the columns in the order of the

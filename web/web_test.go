@@ -175,6 +175,9 @@ func TestEveryPageRenders(t *testing.T) {
 			if who == "本町 課長" && strings.Contains(links, "/admin/checklist") {
 				t.Errorf("a section chief sees the municipality-wide checklist")
 			}
+			if p := c.get("/console/ledger/download?site_id=kita&format=csv"); who == "本町 課長" && (p.Status == 200 || strings.Contains(p.Body, "北 三郎")) {
+				t.Errorf("a chief of honcho downloaded kita's ledger: %d %.200s", p.Status, p.Body)
+			}
 			if who == "管理 花子" {
 				// The reports are the server's, with its data.
 				if p := c.get("/console/ledger"); !strings.Contains(p.Body, "窓口 太郎") {
@@ -183,6 +186,17 @@ func TestEveryPageRenders(t *testing.T) {
 				if p := c.get("/admin/checklist"); !strings.Contains(p.Body, "12-2") {
 					t.Errorf("the checklist page has no item 12-2: %s", p.Body)
 				}
+				// The ledger's files are the API's, relayed as written.
+				csv := c.get("/console/ledger/download?site_id=honcho&format=csv")
+				if csv.Status != 200 || !strings.HasPrefix(csv.Body, "\ufeff") || !strings.Contains(csv.Body, "窓口 太郎") ||
+					!strings.Contains(csv.Header.Get("Content-Disposition"), "ledger.csv") {
+					t.Errorf("ledger CSV: %d %v %.200s", csv.Status, csv.Header, csv.Body)
+				}
+				xlsx := c.get("/console/ledger/download?site_id=honcho&format=xlsx")
+				if xlsx.Status != 200 || !strings.HasPrefix(xlsx.Body, "PK") || !strings.Contains(xlsx.Header.Get("Content-Type"), "spreadsheetml") {
+					t.Errorf("ledger XLSX: %d %v", xlsx.Status, xlsx.Header)
+				}
+
 			}
 		}
 	}
