@@ -372,6 +372,17 @@ func testSectionChiefScope(t *testing.T, r *rig) {
 		if d := cmp.Diff(want, ids); d != "" {
 			t.Errorf("operators of minami (-want +got):\n%s", d)
 		}
+		// The search stays inside what the caller may see.
+		found := itemsOf(r.must(t, 200, "GET", "/v1/operators?site_id=minami&q="+minamiOp[:5], chief, nil).Map(t))
+		if len(found) == 0 || len(found) > 2 {
+			t.Errorf("search by ID prefix at minami: %v", found)
+		}
+		for _, o := range found {
+			if o["site_id"] != "minami" {
+				t.Errorf("search found an operator of %v", o["site_id"])
+			}
+		}
+		checkProblem(t, r.call(t, "GET", "/v1/operators?q="+strings.Repeat("x", 101), chief, nil), 400, "validation_failed")
 		r.must(t, 200, "GET", "/v1/operators/"+minamiOp, chief, nil)
 		r.must(t, 200, "GET", "/v1/operators/"+minamiOp+"/history", chief, nil)
 		newOp := r.must(t, 201, "POST", "/v1/operators", chief, map[string]any{"staff_number": "3101", "name": "北 新人", "site_id": "minami", "employment_type": "regular"}).Map(t)

@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/opgate/opgate"
 	"github.com/opgate/opgate/audit"
@@ -319,7 +321,11 @@ func (s *Server) listOperators(w http.ResponseWriter, r *http.Request, p authn.P
 		return err
 	}
 	q := r.URL.Query()
-	f := lifecycle.OperatorFilter{SiteID: opgate.SiteID(q.Get("site_id")), Status: lifecycle.Status(q.Get("status")), After: opgate.OperatorID(after), Limit: limit + 1}
+	f := lifecycle.OperatorFilter{SiteID: opgate.SiteID(q.Get("site_id")), Status: lifecycle.Status(q.Get("status")), Query: strings.TrimSpace(q.Get("q")),
+		After: opgate.OperatorID(after), Limit: limit + 1}
+	if len(f.Query) > 100 || !utf8.ValidString(f.Query) {
+		return invalid("q", "at most 100 bytes of UTF-8")
+	}
 	switch f.Status {
 	case "", lifecycle.Active, lifecycle.Suspended, lifecycle.Locked, lifecycle.Expired, lifecycle.Retired:
 	default:

@@ -135,9 +135,12 @@ type OperatorFilter struct {
 	SiteID      opgate.SiteID
 	Status      Status
 	StaffNumber string
-	At          time.Time         // the instant "locked" is judged at
-	After       opgate.OperatorID // cursor
-	Limit       int
+	// Query finds operators whose ID or staff number starts with it, or
+	// whose name contains it.
+	Query string
+	At    time.Time         // the instant "locked" is judged at
+	After opgate.OperatorID // cursor
+	Limit int
 }
 
 // ChangeFilter selects scheduled changes.

@@ -263,9 +263,12 @@ func (w *Web) operators(p *page) error {
 			d.Site = sites[0].SiteID
 		}
 	}
-	v := url.Values{"site_id": {d.Site}, "limit": {"1000"}}
+	v := url.Values{"site_id": {d.Site}, "limit": {"200"}}
 	if d.Status != "" {
 		v.Set("status", d.Status)
+	}
+	if d.Query != "" {
+		v.Set("q", d.Query)
 	}
 	if c := q.Get("cursor"); c != "" {
 		v.Set("cursor", c)
@@ -274,21 +277,11 @@ func (w *Web) operators(p *page) error {
 	if err := p.get("/v1/operators?"+v.Encode(), &ops); err != nil {
 		return err
 	}
-	// The search runs over the site's page of operators: a site has a
-	// few hundred at most.
-	for _, o := range ops.Items {
-		if d.Query == "" || containsFold(o.Name, d.Query) || containsFold(o.StaffNumber, d.Query) || containsFold(o.OperatorID, d.Query) {
-			d.Operators = append(d.Operators, o)
-		}
-	}
+	d.Operators = ops.Items
 	if ops.NextCursor != nil {
 		d.Next = *ops.NextCursor
 	}
 	return p.show("operators", "operators.title", d)
-}
-
-func containsFold(s, sub string) bool {
-	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
 }
 
 func (w *Web) issueOperator(p *page) error {

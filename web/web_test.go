@@ -178,6 +178,13 @@ func TestEveryPageRenders(t *testing.T) {
 			if p := c.get("/console/ledger/download?site_id=kita&format=csv"); who == "本町 課長" && (p.Status == 200 || strings.Contains(p.Body, "北 三郎")) {
 				t.Errorf("a chief of honcho downloaded kita's ledger: %d %.200s", p.Status, p.Body)
 			}
+			if who == "本町 課長" {
+				// The search is the server's.
+				p := c.get("/console/operators?site_id=honcho&q=" + url.QueryEscape("太郎"))
+				if !strings.Contains(p.Body, "窓口 太郎") || strings.Contains(p.Body, "窓口 次子") {
+					t.Errorf("search for 太郎: %s", p.Body)
+				}
+			}
 			if who == "管理 花子" {
 				// The reports are the server's, with its data.
 				if p := c.get("/console/ledger"); !strings.Contains(p.Body, "窓口 太郎") {

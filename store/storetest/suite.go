@@ -458,6 +458,25 @@ func testStaffNumber(t *testing.T, open func(*testing.T) Harness) {
 		return ids(ops, func(o lifecycle.Operator) opgate.OperatorID { return o.ID }), err
 	})
 	diff(t, "operators with S-7777", []opgate.OperatorID{"op-1", "op-2", "op-4"}, got)
+	// The console's search: ID or staff number from the start (any case),
+	// or any part of the name; the query's own % and _ are plain text.
+	for _, tc := range []struct {
+		q    string
+		want []opgate.OperatorID
+	}{
+		{"s-77", []opgate.OperatorID{"op-1", "op-2", "op-4"}},
+		{"OP-4", []opgate.OperatorID{"op-4"}},
+		{"員 op-2", []opgate.OperatorID{"op-2"}},
+		{"77", nil},
+		{"%", nil},
+		{"op_1", nil},
+	} {
+		got := read(t, s, func(ctx context.Context, tx store.Tx) ([]opgate.OperatorID, error) {
+			ops, err := tx.ListOperators(ctx, lifecycle.OperatorFilter{Query: tc.q})
+			return ids(ops, func(o lifecycle.Operator) opgate.OperatorID { return o.ID }), err
+		})
+		diff(t, "operators matching "+tc.q, tc.want, got)
+	}
 }
 
 func testLocks(t *testing.T, open func(*testing.T) Harness) {

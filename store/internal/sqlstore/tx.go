@@ -313,6 +313,13 @@ func (t *tx) ListOperators(ctx context.Context, f lifecycle.OperatorFilter) ([]l
 	var w where
 	w.addIf(f.SiteID != "", "site_id = ?", f.SiteID)
 	w.addIf(f.StaffNumber != "", "staff_number = ?", f.StaffNumber)
+	if f.Query != "" {
+		// IDs and staff numbers are ASCII: compared without case in both
+		// engines. '!' escapes the query's own % and _.
+		esc := strings.NewReplacer("!", "!!", "%", "!%", "_", "!_").Replace(f.Query)
+		w.conds = append(w.conds, `(upper(operator_id) LIKE ? ESCAPE '!' OR upper(staff_number) LIKE ? ESCAPE '!' OR name LIKE ? ESCAPE '!')`)
+		w.args = append(w.args, strings.ToUpper(esc)+"%", strings.ToUpper(esc)+"%", "%"+esc+"%")
+	}
 	w.addIf(f.After != "", "operator_id > ?", f.After)
 	switch f.Status {
 	case "":
