@@ -74,7 +74,7 @@ const (
 	CeremonySignCountRegressed    = "sign_count_regressed"    // a non-zero counter that did not increase: a cloned card
 	CeremonyBackupEligibleRefused = "backup_eligible_refused" // a syncable credential, or one whose BE flag changed
 	CeremonyAAGUIDNotAllowed      = "aaguid_not_allowed"      // the card model is not on the policy's list
-	CeremonyAuthenticatorRevoked  = "authenticator_revoked"   // FIDO metadata says REVOKED or *_COMPROMISE
+	CeremonyAuthenticatorRevoked  = "authenticator_revoked"   // FIDO metadata says REVOKED, *_COMPROMISE or USER_VERIFICATION_BYPASS
 	CeremonyAttestationInvalid    = "attestation_invalid"     // the attestation statement does not verify
 	CeremonyUserMismatch          = "user_mismatch"           // the card names another operator than the credential's
 )
@@ -128,13 +128,16 @@ const (
 )
 
 // revokedStatuses are the FIDO metadata statuses that refuse a card model
-// at enrollment (FIDO MDS3 §3.1.4 AuthenticatorStatus): REVOKED and every
-// *_COMPROMISE.
+// at enrollment (FIDO MDS3 §3.1.4 AuthenticatorStatus): REVOKED, every
+// *_COMPROMISE, and USER_VERIFICATION_BYPASS: the card's PIN or
+// fingerprint is the second factor of every login here, and a model whose
+// check can be bypassed gives a stolen card alone.
 var revokedStatuses = []metadata.AuthenticatorStatus{
 	metadata.Revoked,
 	metadata.AttestationKeyCompromise,
 	metadata.UserKeyRemoteCompromise,
 	metadata.UserKeyPhysicalCompromise,
+	metadata.UserVerificationBypass,
 }
 
 // credentialParameters are the credential algorithms offered at enrollment,

@@ -32,6 +32,7 @@ const (
 	aaguidRevoked = "ee882879-721c-4913-9775-3dfcce97072a"
 	aaguidCompro  = "cb69481e-8ff7-4039-93ec-0a2729a154a8"
 	aaguidLater   = "0bb43545-fd2c-4185-87dd-feb0b2916ace"
+	aaguidUVBypas = "5b0e46ba-db02-44ac-b979-ca9b84f5e335"
 )
 
 func newTestCeremonies(t testing.TB, change ...func(*CeremonyConfig)) (*Ceremonies, *clocktest.Clock) {
@@ -361,6 +362,7 @@ func TestEnrollmentRefusals(t *testing.T) {
 		mdsEntry(aaguidGood, status("FIDO_CERTIFIED_L1", "2024-01-01")),
 		mdsEntry(aaguidRevoked, status("FIDO_CERTIFIED_L1", "2024-01-01"), status("REVOKED", "2026-06-01")),
 		mdsEntry(aaguidCompro, status("FIDO_CERTIFIED_L2", "2024-01-01"), status("USER_KEY_PHYSICAL_COMPROMISE", "2026-06-01"), status("UPDATE_AVAILABLE", "2026-07-01")),
+		mdsEntry(aaguidUVBypas, status("FIDO_CERTIFIED_L1", "2024-01-01"), status("USER_VERIFICATION_BYPASS", "2026-05-01")),
 		mdsEntry(aaguidLater, status("REVOKED", "2028-01-01")),                                       // not yet in effect at the test clock
 		map[string]any{"aaid": "4e4e#4005", "statusReports": []any{status("REVOKED", "2020-01-01")}}, // a UAF model, no AAGUID
 	)
@@ -395,6 +397,7 @@ func TestEnrollmentRefusals(t *testing.T) {
 		{name: "metadata: revoked model", card: func(k *authntest.Card) { k.SetAAGUID(aaguidRevoked) }, want: CeremonyAuthenticatorRevoked},
 		{name: "metadata: key compromise stays after a later report", card: func(k *authntest.Card) { k.SetAAGUID(aaguidCompro) }, want: CeremonyAuthenticatorRevoked},
 		{name: "metadata: revocation not yet in effect", card: func(k *authntest.Card) { k.SetAAGUID(aaguidLater) }},
+		{name: "metadata: the card's PIN or fingerprint can be bypassed", card: func(k *authntest.Card) { k.SetAAGUID(aaguidUVBypas) }, want: CeremonyAuthenticatorRevoked},
 		{name: "metadata: certified model", card: func(k *authntest.Card) { k.SetAAGUID(aaguidGood) }},
 		{name: "metadata: model not listed", card: func(k *authntest.Card) { k.SetAAGUID(aaguidOther) }},
 		{name: "revoked model even when allow-listed", card: func(k *authntest.Card) { k.SetAAGUID(aaguidRevoked) },
