@@ -14,7 +14,7 @@ import (
 // StoredKey is a signing key as the store keeps it.
 type StoredKey struct {
 	ID        string
-	PEM       []byte
+	PEM       []byte // PKCS#8 PEM, or sealed (KeySealer)
 	CreatedAt time.Time
 	NotAfter  time.Time
 }
@@ -42,7 +42,10 @@ type KeyDB interface {
 // and that replica reads the first's key. Distinct keys never conflict by
 // themselves, and under PostgreSQL's READ COMMITTED both replicas would
 // otherwise add their own and refuse each other's tokens.
-func LoadSigningKeys(ctx context.Context, db KeyDB, file string, now time.Time) ([]SigningKey, error) {
+//
+// sealer (nil: none) encrypts keys generated here before they are stored,
+// and opens sealed ones.
+func LoadSigningKeys(ctx context.Context, db KeyDB, file string, sealer *KeySealer, now time.Time) ([]SigningKey, error) {
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
@@ -60,14 +63,14 @@ func LoadSigningKeys(ctx context.Context, db KeyDB, file string, now time.Time) 
 		err := db.InTx(ctx, func(tx KeyTx) error {
 			var err error
 			var stored int
-			keys, stored, err = storedKeys(ctx, tx, now)
+			keys, stored, err = storedKeys(ctx, tx, sealer, now)
 			if err != nil || hasCurrent(keys) {
 				return err
 			}
 			if err := tx.PutMeta(ctx, fmt.Sprintf("signing_key_generation_%d", stored), now.UTC().Format(time.RFC3339Nano)); err != nil {
 				return err
 			}
-			k, err := addKey(ctx, tx, now)
+			k, err := addKey(ctx, tx, sealer, now)
 			keys = append(keys, k)
 			return err
 		})
@@ -83,7 +86,7 @@ func LoadSigningKeys(ctx context.Context, db KeyDB, file string, now time.Time) 
 
 // storedKeys returns the keys still live at now, and how many keys are
 // stored, live or not.
-func storedKeys(ctx context.Context, tx KeyTx, now time.Time) ([]SigningKey, int, error) {
+func storedKeys(ctx context.Context, tx KeyTx, sealer *KeySealer, now time.Time) ([]SigningKey, int, error) {
 	stored, err := tx.ListSigningKeys(ctx)
 	if err != nil {
 		return nil, 0, err
@@ -93,7 +96,11 @@ func storedKeys(ctx context.Context, tx KeyTx, now time.Time) ([]SigningKey, int
 		if !sk.NotAfter.IsZero() && !now.Before(sk.NotAfter) {
 			continue
 		}
-		k, err := ParseSigningKey(sk.ID, sk.PEM)
+		pemBytes, err := sealer.open(sk.ID, sk.PEM)
+		if err != nil {
+			return nil, 0, err
+		}
+		k, err := ParseSigningKey(sk.ID, pemBytes)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -112,16 +119,20 @@ func hasCurrent(keys []SigningKey) bool {
 	return false
 }
 
-func addKey(ctx context.Context, tx KeyTx, now time.Time) (SigningKey, error) {
+func addKey(ctx context.Context, tx KeyTx, sealer *KeySealer, now time.Time) (SigningKey, error) {
 	k, err := GenerateSigningKey(now)
 	if err != nil {
 		return k, err
 	}
-	pem, err := MarshalSigningKey(k)
+	pemBytes, err := MarshalSigningKey(k)
 	if err != nil {
 		return k, err
 	}
-	if err := tx.AddSigningKey(ctx, StoredKey{ID: k.ID, PEM: pem, CreatedAt: now}); err != nil {
+	stored, err := sealer.seal(k.ID, pemBytes)
+	if err != nil {
+		return k, err
+	}
+	if err := tx.AddSigningKey(ctx, StoredKey{ID: k.ID, PEM: stored, CreatedAt: now}); err != nil {
 		return k, err
 	}
 	_, err = tx.AppendAudit(ctx, audit.Event{Type: audit.SigningKeyAdded, At: now, Resource: "signing_key:" + k.ID})
@@ -131,7 +142,7 @@ func addKey(ctx context.Context, tx KeyTx, now time.Time) (SigningKey, error) {
 // RotateSigningKeys adds a new current key and retires the current ones at
 // now + retireAfter (the longest an access token they signed can live), so
 // that JWKS keeps publishing them until their last token expires.
-func RotateSigningKeys(ctx context.Context, db KeyDB, now time.Time, retireAfter time.Duration) (SigningKey, error) {
+func RotateSigningKeys(ctx context.Context, db KeyDB, sealer *KeySealer, now time.Time, retireAfter time.Duration) (SigningKey, error) {
 	var k SigningKey
 	err := db.InTx(ctx, func(tx KeyTx) error {
 		stored, err := tx.ListSigningKeys(ctx)
@@ -146,16 +157,16 @@ func RotateSigningKeys(ctx context.Context, db KeyDB, now time.Time, retireAfter
 				}
 			}
 		}
-		k, err = addKey(ctx, tx, now)
+		k, err = addKey(ctx, tx, sealer, now)
 		return err
 	})
 	return k, err
 }
 
 // ReloadSigningKeys gives tokens the keys the store holds now.
-func ReloadSigningKeys(ctx context.Context, db KeyDB, tokens *Tokens, now time.Time) error {
+func ReloadSigningKeys(ctx context.Context, db KeyDB, tokens *Tokens, sealer *KeySealer, now time.Time) error {
 	var keys []SigningKey
-	if err := db.InTx(ctx, func(tx KeyTx) (err error) { keys, _, err = storedKeys(ctx, tx, now); return }); err != nil {
+	if err := db.InTx(ctx, func(tx KeyTx) (err error) { keys, _, err = storedKeys(ctx, tx, sealer, now); return }); err != nil {
 		return err
 	}
 	return tokens.SetKeys(keys)

@@ -2,10 +2,18 @@ package httpapi_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/opgate/opgate/authn"
+	"github.com/opgate/opgate/internal/server"
 	"github.com/opgate/opgate/internal/servertest"
 	"github.com/opgate/opgate/store"
 )
@@ -67,7 +75,7 @@ func TestKeyRotationReachesRunningServers(t *testing.T) {
 		t.Fatalf("keys before rotation: %v", before)
 	}
 	oldToken := s.Admin
-	k, err := authn.RotateSigningKeys(ctx, store.Runner[authn.KeyTx]{S: s.App.Store}, s.Clock.Now(), time.Hour)
+	k, err := authn.RotateSigningKeys(ctx, store.Runner[authn.KeyTx]{S: s.App.Store}, nil, s.Clock.Now(), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,5 +98,53 @@ func TestKeyRotationReachesRunningServers(t *testing.T) {
 	s.App.Sweep(ctx, since)
 	if got := jwks(s); len(got) != 1 || got[0] != k.ID {
 		t.Fatalf("keys after retirement: %v, want [%s]", got, k.ID)
+	}
+}
+
+// TestSigningKeysSealedInTheStore: with a key-encryption key, the signing
+// keys the store keeps are sealed (no private key in the database), tokens
+// work and rotation seals the new key too; a replica without that key, or
+// with another one, refuses to start rather than sign with nothing.
+func TestSigningKeysSealedInTheStore(t *testing.T) {
+	kekFile := func(name string) string {
+		k := make([]byte, 32)
+		_, _ = rand.Read(k)
+		p := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(p, []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	kek := kekFile("kek")
+	s := servertest.Start(t, servertest.Backends[0], servertest.WithKeyEncryptionKeyFile(kek))
+	ctx := context.Background()
+	s.Must(200, "GET", "/v1/me", s.Admin, nil)
+	sealer, err := authn.LoadKeySealer(kek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := authn.RotateSigningKeys(ctx, store.Runner[authn.KeyTx]{S: s.App.Store}, sealer, s.Clock.Now(), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	s.App.Sweep(ctx, s.Clock.Now().Add(-time.Minute))
+	s.Must(200, "GET", "/v1/me", s.Token(s.Boot.OperatorID, "honcho", "admin-console"), nil)
+	var stored []authn.StoredKey
+	if err := s.App.Store.View(ctx, func(tx store.Tx) (err error) { stored, err = tx.ListSigningKeys(ctx); return }); err != nil {
+		t.Fatal(err)
+	}
+	if len(stored) != 2 {
+		t.Fatalf("%d keys stored, want 2", len(stored))
+	}
+	for _, k := range stored {
+		if !strings.HasPrefix(string(k.PEM), "opgate-sealed-v1:") || strings.Contains(string(k.PEM), "PRIVATE KEY") {
+			t.Errorf("key %s stored unsealed: %.40s", k.ID, k.PEM)
+		}
+	}
+	for name, file := range map[string]string{"no key-encryption key": "", "another key-encryption key": kekFile("other")} {
+		_, err := server.Wire(ctx, server.Config{Issuer: "opgate-test", RPID: "localhost", RPOrigins: []string{servertest.Origin},
+			KeyEncryptionKeyFile: file}, s.App.Store, s.App.Eph, s.Clock, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+		if err == nil {
+			t.Errorf("%s: a replica started on sealed keys", name)
+		}
 	}
 }

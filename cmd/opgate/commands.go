@@ -268,12 +268,17 @@ func cmdKeysRotate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	st, err := server.OpenStore(ctx, server.LoadConfig().DatabaseURL)
+	cfg := server.LoadConfig()
+	sealer, err := cfg.KeySealer()
+	if err != nil {
+		return err
+	}
+	st, err := server.OpenStore(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	k, err := authn.RotateSigningKeys(ctx, store.Runner[authn.KeyTx]{S: st}, clock.Real{}.Now(), *retire)
+	k, err := authn.RotateSigningKeys(ctx, store.Runner[authn.KeyTx]{S: st}, sealer, clock.Real{}.Now(), *retire)
 	if err != nil {
 		return err
 	}

@@ -27,10 +27,13 @@ type Config struct {
 	RPID           string
 	RPOrigins      []string
 	SigningKeyFile string
-	TLSCert        string
-	TLSKey         string
-	TLSClientCA    string
-	Issuer         string
+	// KeyEncryptionKeyFile holds the key that seals signing keys kept in
+	// the store (authn.KeySealer); empty: they are kept as plain PEM.
+	KeyEncryptionKeyFile string
+	TLSCert              string
+	TLSKey               string
+	TLSClientCA          string
+	Issuer               string
 	// FIDOMetadataFile is an optional FIDO MDS3 blob on disk.
 	FIDOMetadataFile string
 	// PasswordParams are argon2id's; zero means the OWASP defaults. Tests
@@ -48,16 +51,17 @@ func env(name, def string) string {
 // LoadConfig reads the environment.
 func LoadConfig() Config {
 	c := Config{
-		Addr:             env("OPGATE_ADDR", "127.0.0.1:8080"),
-		DatabaseURL:      env("OPGATE_DATABASE_URL", "sqlite:opgate.db"),
-		RedisURL:         env("OPGATE_REDIS_URL", ""),
-		RPID:             env("OPGATE_RP_ID", "localhost"),
-		SigningKeyFile:   env("OPGATE_SIGNING_KEY_FILE", ""),
-		TLSCert:          env("OPGATE_TLS_CERT", ""),
-		TLSKey:           env("OPGATE_TLS_KEY", ""),
-		TLSClientCA:      env("OPGATE_TLS_CLIENT_CA", ""),
-		Issuer:           env("OPGATE_ISSUER", "opgate"),
-		FIDOMetadataFile: env("OPGATE_FIDO_METADATA_FILE", ""),
+		Addr:                 env("OPGATE_ADDR", "127.0.0.1:8080"),
+		DatabaseURL:          env("OPGATE_DATABASE_URL", "sqlite:opgate.db"),
+		RedisURL:             env("OPGATE_REDIS_URL", ""),
+		RPID:                 env("OPGATE_RP_ID", "localhost"),
+		SigningKeyFile:       env("OPGATE_SIGNING_KEY_FILE", ""),
+		KeyEncryptionKeyFile: env("OPGATE_KEY_ENCRYPTION_KEY_FILE", ""),
+		TLSCert:              env("OPGATE_TLS_CERT", ""),
+		TLSKey:               env("OPGATE_TLS_KEY", ""),
+		TLSClientCA:          env("OPGATE_TLS_CLIENT_CA", ""),
+		Issuer:               env("OPGATE_ISSUER", "opgate"),
+		FIDOMetadataFile:     env("OPGATE_FIDO_METADATA_FILE", ""),
 	}
 	for _, o := range strings.Split(env("OPGATE_RP_ORIGINS", "http://localhost:8080"), ",") {
 		if o = strings.TrimSpace(o); o != "" {
@@ -131,4 +135,13 @@ func OpenEphemeral(ctx context.Context, url string, clk clock.Clock) (ephemeral.
 		return nil, nil, err
 	}
 	return s, func() { _ = s.Close(); _ = client.Close() }, nil
+}
+
+// KeySealer is the sealer of signing keys kept in the store, nil without
+// a key-encryption key file.
+func (c Config) KeySealer() (*authn.KeySealer, error) {
+	if c.KeyEncryptionKeyFile == "" {
+		return nil, nil
+	}
+	return authn.LoadKeySealer(c.KeyEncryptionKeyFile)
 }

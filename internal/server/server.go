@@ -52,6 +52,7 @@ type App struct {
 	clk clock.Clock
 	// keysFromStore is false when a key file pins the signing key.
 	keysFromStore bool
+	sealer        *authn.KeySealer
 	log           *slog.Logger
 	// lastDormant is when dormant operators were last looked for: a scan
 	// of every operator is worth doing once a minute, not every sweep.
@@ -63,7 +64,11 @@ type App struct {
 func Wire(ctx context.Context, cfg Config, st store.Store, eph ephemeral.Store, clk clock.Clock, log *slog.Logger) (*App, error) {
 	cfg = cfg.withDefaults()
 	a := &App{Store: st, Eph: eph, clk: clk, log: log, keysFromStore: cfg.SigningKeyFile == ""}
-	keys, err := authn.LoadSigningKeys(ctx, store.Runner[authn.KeyTx]{S: st}, cfg.SigningKeyFile, clk.Now())
+	var err error
+	if a.sealer, err = cfg.KeySealer(); err != nil {
+		return nil, err
+	}
+	keys, err := authn.LoadSigningKeys(ctx, store.Runner[authn.KeyTx]{S: st}, cfg.SigningKeyFile, a.sealer, clk.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +179,7 @@ func (a *App) Sweep(ctx context.Context, since time.Time) {
 	// Keys rotated elsewhere (another replica, `opgate keys rotate`) are
 	// picked up here, so that JWKS and verification follow the store.
 	if a.keysFromStore {
-		if err := authn.ReloadSigningKeys(ctx, store.Runner[authn.KeyTx]{S: a.Store}, a.Sessions.Tokens(), a.clk.Now()); err != nil {
+		if err := authn.ReloadSigningKeys(ctx, store.Runner[authn.KeyTx]{S: a.Store}, a.Sessions.Tokens(), a.sealer, a.clk.Now()); err != nil {
 			a.log.WarnContext(ctx, "signing key reload", "error", err.Error())
 		}
 	}

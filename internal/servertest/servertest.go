@@ -64,6 +64,13 @@ type Option func(*options)
 type options struct {
 	params authn.PasswordParams
 	log    io.Writer
+	kek    string
+}
+
+// WithKeyEncryptionKeyFile seals the signing keys the server keeps in the
+// store with the key in file (OPGATE_KEY_ENCRYPTION_KEY_FILE).
+func WithKeyEncryptionKeyFile(file string) Option {
+	return func(o *options) { o.kek = file }
 }
 
 // WithPasswordParams sets the argon2id parameters of the server's new
@@ -115,7 +122,7 @@ func Join(t testing.TB, sh Shared, clk *clocktest.Clock, opts ...Option) *Server
 	}
 	log := slog.New(slog.NewJSONHandler(o.log, nil))
 	a, err := server.Wire(context.Background(), server.Config{Issuer: "opgate-test", RPID: "localhost", RPOrigins: []string{Origin},
-		PasswordParams: o.params}, sh.Store, sh.Eph, clk, log)
+		PasswordParams: o.params, KeyEncryptionKeyFile: o.kek}, sh.Store, sh.Eph, clk, log)
 	if err != nil {
 		t.Fatalf("wire: %v", err)
 	}
