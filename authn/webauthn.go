@@ -33,16 +33,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-webauthn/webauthn/metadata"
 	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/protocol/webauthncose"
 	"github.com/go-webauthn/webauthn/webauthn"
+	"github.com/go-webauthn/x/revoke"
 
 	"github.com/opgate/opgate"
 	"github.com/opgate/opgate/internal/clock"
@@ -179,19 +182,19 @@ type CeremonyConfig struct {
 	Timeout time.Duration
 	// MetadataFile is an optional FIDO Metadata Service (MDS3) blob on
 	// disk, the JWT served at https://mds3.fidoalliance.org/. When set,
-	// card models whose status reports in effect say REVOKED or any
-	// *_COMPROMISE are refused at enrollment. It is read once, by
-	// NewCeremonies, and never fetched.
+	// card models whose status reports in effect say REVOKED, any
+	// *_COMPROMISE or USER_VERIFICATION_BYPASS are refused at enrollment.
+	// It is read once, by NewCeremonies, and never fetched.
 	//
-	// The blob's signature chain is NOT verified: go-webauthn's decoder
-	// checks the chain's revocation over the network (CRL and OCSP through
-	// http.DefaultClient), and opgate makes no network calls. The operator
-	// who downloads the blob must check its provenance (TLS to the FIDO
-	// Alliance, or its signature with a trusted tool) and is responsible
-	// for it. A forged blob can only fail to refuse a card model — which
-	// leaves enrollment as if no blob were configured — because nothing in
-	// it admits a card the other checks refuse.
+	// Its signature is verified, by go-webauthn's decoder, up to
+	// MetadataRoot: a blob whose revocations were stripped does not load.
+	// The chain's own CRL and OCSP checks are not made, because opgate
+	// makes no network calls; the trust anchor and the signature are.
 	MetadataFile string
+	// MetadataRoot is the trust anchor of MetadataFile, a base64 DER
+	// certificate; empty: the FIDO Alliance's production root
+	// (metadata.ProductionMDSRoot).
+	MetadataRoot string
 }
 
 // Ceremonies runs WebAuthn enrollment (registration) and login (assertion)
@@ -250,7 +253,7 @@ func NewCeremonies(cfg CeremonyConfig) (*Ceremonies, error) {
 	var revoked map[[16]byte][]metadata.StatusReport
 	if cfg.MetadataFile != "" {
 		var err error
-		if revoked, err = loadMetadata(cfg.MetadataFile); err != nil {
+		if revoked, err = loadMetadata(cfg.MetadataFile, cfg.MetadataRoot); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -333,13 +336,12 @@ func checkOrigin(origin, rpID string) error {
 }
 
 // loadMetadata reads an MDS3 blob (a compact JWS) and returns the status
-// reports of each card model by AAGUID. It parses the payload without
-// verifying the signature (see CeremonyConfig.MetadataFile) and reads only
-// what it needs — AAGUIDs and status reports, parsed by go-webauthn's
+// reports of each card model by AAGUID. It verifies the signature up to
+// root (see CeremonyConfig.MetadataFile), then reads only what it needs — AAGUIDs and status reports, parsed by go-webauthn's
 // metadata types — so that a metadata statement this library version
 // cannot parse does not hide a revocation. Any status report that does not
 // parse fails the whole file: a revocation must not be skipped quietly.
-func loadMetadata(path string) (map[[16]byte][]metadata.StatusReport, error) {
+func loadMetadata(path, root string) (map[[16]byte][]metadata.StatusReport, error) {
 	wrap := func(err error) error { return fmt.Errorf("MetadataFile: %w", err) }
 	f, err := os.Open(path)
 	if err != nil {
@@ -356,6 +358,17 @@ func loadMetadata(path string) (map[[16]byte][]metadata.StatusReport, error) {
 	parts := strings.Split(strings.TrimSpace(string(raw)), ".")
 	if len(parts) != 3 {
 		return nil, wrap(errors.New("not an MDS3 blob (a JWS with three parts)"))
+	}
+	if root == "" {
+		root = metadata.ProductionMDSRoot
+	}
+	dec, err := metadata.NewDecoder(metadata.WithRootCertificate(root))
+	if err != nil {
+		return nil, wrap(err)
+	}
+	offlineRevocation()
+	if p, err := dec.DecodeBytes([]byte(strings.TrimSpace(string(raw)))); err != nil && p == nil {
+		return nil, wrap(fmt.Errorf("signature: %w", err))
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
 	if err != nil {
@@ -392,6 +405,20 @@ func loadMetadata(path string) (map[[16]byte][]metadata.StatusReport, error) {
 		}
 	}
 	return out, nil
+}
+
+// offlineRevocation keeps go-webauthn's certificate revocation checks
+// (package revoke, process-wide) off the network: a request fails at once,
+// and the check then reports that it could not tell, which the decoder
+// takes as not revoked. opgate makes no network calls.
+var offlineRevocation = sync.OnceFunc(func() {
+	revoke.HTTPClient = &http.Client{Transport: refuseTransport{}}
+})
+
+type refuseTransport struct{}
+
+func (refuseTransport) RoundTrip(*http.Request) (*http.Response, error) {
+	return nil, errors.New("authn: no network calls")
 }
 
 // EnrollUser is the operator a card is being enrolled for.

@@ -2,17 +2,27 @@ package authn
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/opgate/opgate"
@@ -331,8 +341,44 @@ func mustAAGUID(t testing.TB, s string) []byte {
 	return id[:]
 }
 
-// writeBlob writes an MDS3-shaped blob (header.payload.signature) whose
-// payload has the given entries.
+// mdsSigner is a metadata signing root of the tests' own, as the FIDO
+// Alliance's is for real blobs: its key signs, its certificate
+// (base64 DER, CeremonyConfig.MetadataRoot) verifies.
+type mdsSigner struct {
+	key  *ecdsa.PrivateKey
+	root string
+}
+
+var testMDS, otherMDS = newMDSSigner(), newMDSSigner()
+
+func newMDSSigner() mdsSigner {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: bigOne(), Subject: pkix.Name{CommonName: "test MDS3 root"},
+		NotBefore: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(2040, 1, 1, 0, 0, 0, 0, time.UTC),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err)
+	}
+	return mdsSigner{key: key, root: base64.StdEncoding.EncodeToString(der)}
+}
+
+// sign makes a JWS of payload as the MDS3 blob is: ES256, no x5c (the
+// root itself signs).
+func (m mdsSigner) sign(payload []byte) string {
+	input := b64url([]byte(`{"alg":"ES256","typ":"JWT"}`)) + "." + b64url(payload)
+	sig, err := jwt.SigningMethodES256.Sign(input, m.key)
+	if err != nil {
+		panic(err)
+	}
+	return input + "." + b64url(sig)
+}
+
+// writeBlob writes an MDS3 blob signed by testMDS whose payload has the
+// given entries.
 func writeBlob(t testing.TB, entries ...map[string]any) string {
 	t.Helper()
 	payload, err := json.Marshal(map[string]any{
@@ -341,7 +387,7 @@ func writeBlob(t testing.TB, entries ...map[string]any) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blob := b64url([]byte(`{"alg":"RS256","typ":"JWT"}`)) + "." + b64url(payload) + "." + b64url([]byte("not verified"))
+	blob := testMDS.sign(payload)
 	path := filepath.Join(t.TempDir(), "mds3.jwt")
 	if err := os.WriteFile(path, []byte(blob+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -446,7 +492,7 @@ func TestEnrollmentRefusals(t *testing.T) {
 			}, want: CeremonyMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, clk := newTestCeremonies(t, func(cfg *CeremonyConfig) { cfg.MetadataFile = blob })
+			c, clk := newTestCeremonies(t, func(cfg *CeremonyConfig) { cfg.MetadataFile, cfg.MetadataRoot = blob, testMDS.root })
 			card := authntest.NewCard(t)
 			tc.card(card)
 			u := EnrollUser{OperatorID: testOperator, Name: "Tanaka Hanako"}
@@ -505,19 +551,20 @@ func TestEnrollmentMetadataFile(t *testing.T) {
 		want string // substring of the error; "" = loads
 	}{
 		{"not a JWS", "just some text", "three parts"},
-		{"payload not base64url", "a.!!!.c", "base64url"},
-		{"payload not JSON", "a." + b64url([]byte("nope")) + ".c", "payload"},
-		{"no nextUpdate", "a." + b64url([]byte(`{"entries":[]}`)) + ".c", "nextUpdate"},
-		{"bad AAGUID", "a." + b64url([]byte(`{"nextUpdate":"2027-01-01","entries":[{"aaguid":"xyz"}]}`)) + ".c", "aaguid"},
-		{"bad effective date", "a." + b64url([]byte(`{"nextUpdate":"2027-01-01","entries":[{"aaguid":"`+aaguidGood+`","statusReports":[{"status":"REVOKED","effectiveDate":"soon"}]}]}`)) + ".c", "status report 0"},
-		{"empty entries", "a." + b64url([]byte(`{"nextUpdate":"2027-01-01","entries":[]}`)) + ".c", ""},
+		{"unsigned", "a." + b64url([]byte(`{"nextUpdate":"2027-01-01","entries":[]}`)) + ".c", "signature"},
+		{"signed by another root", otherMDS.sign([]byte(`{"nextUpdate":"2027-01-01","entries":[]}`)), "signature"},
+		{"payload not JSON", testMDS.sign([]byte("nope")), "signature"},
+		{"no nextUpdate", testMDS.sign([]byte(`{"entries":[]}`)), "nextUpdate"},
+		{"bad AAGUID", testMDS.sign([]byte(`{"nextUpdate":"2027-01-01","entries":[{"aaguid":"xyz"}]}`)), "aaguid"},
+		{"bad effective date", testMDS.sign([]byte(`{"nextUpdate":"2027-01-01","entries":[{"aaguid":"` + aaguidGood + `","statusReports":[{"status":"REVOKED","effectiveDate":"soon"}]}]}`)), "status report 0"},
+		{"empty entries", testMDS.sign([]byte(`{"nextUpdate":"2027-01-01","entries":[]}`)), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "blob.jwt")
 			if err := os.WriteFile(path, []byte(tc.blob), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, err := NewCeremonies(CeremonyConfig{RPID: testRPID, RPName: "opgate", Origins: []string{testOrigin}, MetadataFile: path})
+			_, err := NewCeremonies(CeremonyConfig{RPID: testRPID, RPName: "opgate", Origins: []string{testOrigin}, MetadataFile: path, MetadataRoot: testMDS.root})
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("NewCeremonies: %v", err)
@@ -1008,4 +1055,64 @@ func TestCeremoniesConcurrent(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+func bigOne() *big.Int { return big.NewInt(1) }
+
+// TestMetadataSignatureOffline: a blob signed by a certificate chained to
+// the root, with x5c, loads; its certificates' CRL is never fetched (the
+// server that would serve it counts the attempts); and without a root of
+// its own a blob is checked against the FIDO Alliance's, which the tests'
+// root is not.
+func TestMetadataSignatureOffline(t *testing.T) {
+	var hits atomic.Int32
+	crl := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hits.Add(1)
+		w.WriteHeader(404)
+	}))
+	defer crl.Close()
+	rootCert, err := x509.ParseCertificate(mustB64(t, testMDS.root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "test MDS3 signer"},
+		NotBefore: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(2040, 1, 1, 0, 0, 0, 0, time.UTC),
+		KeyUsage: x509.KeyUsageDigitalSignature, CRLDistributionPoints: []string{crl.URL + "/root.crl"}}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, rootCert, &leafKey.PublicKey, testMDS.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	header, _ := json.Marshal(map[string]any{"alg": "ES256", "typ": "JWT", "x5c": []string{base64.StdEncoding.EncodeToString(leafDER), testMDS.root}})
+	input := b64url(header) + "." + b64url([]byte(`{"nextUpdate":"2027-01-01","entries":[]}`))
+	sig, err := jwt.SigningMethodES256.Sign(input, leafKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "chained.jwt")
+	if err := os.WriteFile(path, []byte(input+"."+b64url(sig)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewCeremonies(CeremonyConfig{RPID: testRPID, RPName: "opgate", Origins: []string{testOrigin}, MetadataFile: path, MetadataRoot: testMDS.root}); err != nil {
+		t.Fatalf("a chained blob: %v", err)
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("the CRL was fetched %d times", n)
+	}
+	if _, err := NewCeremonies(CeremonyConfig{RPID: testRPID, RPName: "opgate", Origins: []string{testOrigin}, MetadataFile: path}); err == nil ||
+		!strings.Contains(err.Error(), "signature") {
+		t.Errorf("a blob of the tests' root against the production root: %v", err)
+	}
+}
+
+func mustB64(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

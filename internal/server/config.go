@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -36,6 +38,9 @@ type Config struct {
 	Issuer               string
 	// FIDOMetadataFile is an optional FIDO MDS3 blob on disk.
 	FIDOMetadataFile string
+	// FIDOMetadataRootFile is the PEM certificate the blob's signature
+	// must chain to; empty: the FIDO Alliance's production root.
+	FIDOMetadataRootFile string
 	// PasswordParams are argon2id's; zero means the OWASP defaults. Tests
 	// use small ones.
 	PasswordParams authn.PasswordParams
@@ -62,6 +67,7 @@ func LoadConfig() Config {
 		TLSClientCA:          env("OPGATE_TLS_CLIENT_CA", ""),
 		Issuer:               env("OPGATE_ISSUER", "opgate"),
 		FIDOMetadataFile:     env("OPGATE_FIDO_METADATA_FILE", ""),
+		FIDOMetadataRootFile: env("OPGATE_FIDO_METADATA_ROOT_FILE", ""),
 	}
 	for _, o := range strings.Split(env("OPGATE_RP_ORIGINS", "http://localhost:8080"), ",") {
 		if o = strings.TrimSpace(o); o != "" {
@@ -144,4 +150,22 @@ func (c Config) KeySealer() (*authn.KeySealer, error) {
 		return nil, nil
 	}
 	return authn.LoadKeySealer(c.KeyEncryptionKeyFile)
+}
+
+// FIDOMetadataRoot is the trust anchor of the FIDO metadata blob as
+// authn.CeremonyConfig takes it (base64 DER), empty for the production
+// root.
+func (c Config) FIDOMetadataRoot() (string, error) {
+	if c.FIDOMetadataRootFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(c.FIDOMetadataRootFile)
+	if err != nil {
+		return "", fmt.Errorf("OPGATE_FIDO_METADATA_ROOT_FILE: %w", err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return "", errors.New("OPGATE_FIDO_METADATA_ROOT_FILE: no PEM CERTIFICATE")
+	}
+	return base64.StdEncoding.EncodeToString(block.Bytes), nil
 }

@@ -95,7 +95,12 @@ func Wire(ctx context.Context, cfg Config, st store.Store, eph ephemeral.Store, 
 		return nil, err
 	}
 	a.Emergency = authn.NewEmergencies(store.Runner[authn.EmergencyTx]{S: st}, a.Sessions, clk)
-	cer, err := authn.NewCeremonies(authn.CeremonyConfig{RPID: cfg.RPID, RPName: "opgate", Origins: cfg.RPOrigins, Clock: clk, MetadataFile: cfg.FIDOMetadataFile})
+	mdsRoot, err := cfg.FIDOMetadataRoot()
+	if err != nil {
+		return nil, err
+	}
+	cer, err := authn.NewCeremonies(authn.CeremonyConfig{RPID: cfg.RPID, RPName: "opgate", Origins: cfg.RPOrigins, Clock: clk,
+		MetadataFile: cfg.FIDOMetadataFile, MetadataRoot: mdsRoot})
 	if err != nil {
 		return nil, err
 	}
