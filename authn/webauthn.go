@@ -33,19 +33,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-webauthn/webauthn/metadata"
 	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/protocol/webauthncose"
 	"github.com/go-webauthn/webauthn/webauthn"
-	"github.com/go-webauthn/x/revoke"
 
 	"github.com/opgate/opgate"
 	"github.com/opgate/opgate/internal/clock"
@@ -188,8 +185,10 @@ type CeremonyConfig struct {
 	//
 	// Its signature is verified, by go-webauthn's decoder, up to
 	// MetadataRoot: a blob whose revocations were stripped does not load.
-	// The chain's own CRL and OCSP checks are not made, because opgate
-	// makes no network calls; the trust anchor and the signature are.
+	// The decoder also asks for the chain's CRL and OCSP answers over the
+	// network; the server's wiring (internal/server) gives that client no
+	// network, so those checks answer "cannot tell", which the decoder
+	// takes as not revoked.
 	MetadataFile string
 	// MetadataRoot is the trust anchor of MetadataFile, a base64 DER
 	// certificate; empty: the FIDO Alliance's production root
@@ -366,7 +365,6 @@ func loadMetadata(path, root string) (map[[16]byte][]metadata.StatusReport, erro
 	if err != nil {
 		return nil, wrap(err)
 	}
-	offlineRevocation()
 	if p, err := dec.DecodeBytes([]byte(strings.TrimSpace(string(raw)))); err != nil && p == nil {
 		return nil, wrap(fmt.Errorf("signature: %w", err))
 	}
@@ -405,20 +403,6 @@ func loadMetadata(path, root string) (map[[16]byte][]metadata.StatusReport, erro
 		}
 	}
 	return out, nil
-}
-
-// offlineRevocation keeps go-webauthn's certificate revocation checks
-// (package revoke, process-wide) off the network: a request fails at once,
-// and the check then reports that it could not tell, which the decoder
-// takes as not revoked. opgate makes no network calls.
-var offlineRevocation = sync.OnceFunc(func() {
-	revoke.HTTPClient = &http.Client{Transport: refuseTransport{}}
-})
-
-type refuseTransport struct{}
-
-func (refuseTransport) RoundTrip(*http.Request) (*http.Response, error) {
-	return nil, errors.New("authn: no network calls")
 }
 
 // EnrollUser is the operator a card is being enrolled for.

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-webauthn/x/revoke"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -99,6 +100,7 @@ func Wire(ctx context.Context, cfg Config, st store.Store, eph ephemeral.Store, 
 	if err != nil {
 		return nil, err
 	}
+	offlineRevocation()
 	cer, err := authn.NewCeremonies(authn.CeremonyConfig{RPID: cfg.RPID, RPName: "opgate", Origins: cfg.RPOrigins, Clock: clk,
 		MetadataFile: cfg.FIDOMetadataFile, MetadataRoot: mdsRoot})
 	if err != nil {
@@ -260,4 +262,20 @@ func (v views) PasswordOf(ctx context.Context, op opgate.OperatorID) (authn.Pass
 		return p, false, nil
 	}
 	return p, err == nil, err
+}
+
+// offlineRevocation keeps go-webauthn's certificate revocation checks
+// (package revoke, whose HTTP client is process-wide) off the network: a
+// request fails at once, and the check then reports that it cannot tell,
+// which the metadata decoder takes as not revoked. opgate makes no
+// network calls; the metadata blob's signature and trust anchor are still
+// verified.
+var offlineRevocation = sync.OnceFunc(func() {
+	revoke.HTTPClient = &http.Client{Transport: refuseTransport{}}
+})
+
+type refuseTransport struct{}
+
+func (refuseTransport) RoundTrip(*http.Request) (*http.Response, error) {
+	return nil, errors.New("opgate makes no network calls")
 }
