@@ -46,12 +46,11 @@ type cardOutcome struct {
 // attempts interleave, and the success or failure commits with its audit
 // event. A password (argon2id) is never judged here.
 func (l *Logins) finishCardInTx(ctx context.Context, c Client, st loginState, credential []byte, p policy.Policy, now time.Time) (Login, error) {
-	// The terminal, the card and the emergency stops are read in one read
-	// transaction, when the ceremony names the credential.
+	// The terminal and the card are read in one read transaction, when
+	// the ceremony names the credential.
 	var (
 		t         lifecycle.Terminal
 		pre       Card
-		stops     []Stop
 		found     bool
 		mismatch  bool
 		lookupErr error
@@ -63,11 +62,6 @@ func (l *Logins) finishCardInTx(ctx context.Context, c Client, st loginState, cr
 			}
 			if err != nil {
 				return err
-			}
-			if l.cfg.Emergency != nil {
-				if stops, err = tx.ListStops(ctx); err != nil {
-					return err
-				}
 			}
 			if pre, err = tx.GetCardByCredential(ctx, credID); err == nil {
 				found = true
@@ -96,7 +90,6 @@ func (l *Logins) finishCardInTx(ctx context.Context, c Client, st loginState, cr
 		// terminal; the refusal below does not need it.
 		t = lifecycle.Terminal{}
 	}
-	stopped := t.ID != "" && covers(stops, t.SiteID)
 	var out cardOutcome
 	err := l.cfg.DB.InTx(ctx, func(tx LoginTx) (err error) {
 		out = cardOutcome{assertion: assertion, ceremony: ceremony, mismatch: mismatch}
@@ -154,8 +147,14 @@ func (l *Logins) finishCardInTx(ctx context.Context, c Client, st loginState, cr
 			return err
 		}
 		// The card is right. What remains is whether this operator may log
-		// in here and now; a refusal is audited, not counted.
+		// in here and now — the operator as locked here, the emergency
+		// stops as this transaction sees them; a refusal is audited, not
+		// counted.
 		o := out.op
+		stopped, err := l.stoppedIn(ctx, tx, t)
+		if err != nil {
+			return err
+		}
 		if out.refused, out.reason, err = l.refusal(ctx, o, t, stopped, now); err != nil {
 			return err
 		}

@@ -508,7 +508,9 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 	}
 	mustChange := rec.Hash != "" && slices.Contains(amr, "pwd") && (rec.Temporary || !now.Before(rec.ExpiresAt))
 	var out Login
+	var refused error
 	err = l.cfg.DB.InTx(ctx, func(tx LoginTx) error {
+		refused = nil
 		o, err := tx.GetOperatorForUpdate(ctx, op)
 		if err != nil {
 			return err
@@ -517,18 +519,40 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 		if err != nil {
 			return err
 		}
+		// The password took tens of milliseconds to judge: the operator,
+		// the card and the stops are judged again as they are now, under
+		// the operator's lock, so that a retirement, a transfer, a lost
+		// card or a stop committed meanwhile, which ended the sessions it
+		// found, cannot be followed by a new one.
+		var reason string
 		if card != nil {
-			// The card as it is now: its status may have moved since it
-			// was read before the password was judged.
 			cd, err := tx.GetCard(ctx, card.ID)
 			if err != nil {
 				return err
 			}
-			card = &cd
+			if card = &cd; cd.Status != CardActive {
+				refused, reason = ErrInvalidCredentials, "card_"+string(cd.Status)
+			}
+		}
+		if refused == nil {
+			stopped, err := l.stoppedIn(ctx, tx, t)
+			if err != nil {
+				return err
+			}
+			if refused, reason, err = l.refusal(ctx, o, t, stopped, now); err != nil {
+				return err
+			}
+		}
+		if refused != nil {
+			_, err := tx.AppendAudit(ctx, refusalEvent(op, c, reason, resource, now))
+			return err
 		}
 		out.Issued, err = l.succeedIn(ctx, tx, o, lk, slot, t, card, signCount, amr, mustChange, c, now)
 		return err
 	})
+	if err == nil && refused != nil {
+		err = refused
+	}
 	if err != nil {
 		l.abandon(ctx, op, slot)
 		return Login{}, err
@@ -554,6 +578,19 @@ func (l *Logins) stopped(ctx context.Context, t lifecycle.Terminal) (bool, error
 		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return s, nil
+}
+
+// stoppedIn reports whether logins at t's site are stopped, as tx sees
+// the stops.
+func (l *Logins) stoppedIn(ctx context.Context, tx LoginTx, t lifecycle.Terminal) (bool, error) {
+	if l.cfg.Emergency == nil || t.ID == "" {
+		return false, nil
+	}
+	stops, err := tx.ListStops(ctx)
+	if err != nil {
+		return false, err
+	}
+	return covers(stops, t.SiteID), nil
 }
 
 // refusal says why an operator whose credential was right may not log in

@@ -1287,3 +1287,33 @@ func TestLoginTerminalChecks(t *testing.T) {
 		})
 	}
 }
+
+// TestNoSessionOutlivesARetirementDuringItsLogin: a password login takes
+// the time of argon2id between reading the operator and starting the
+// session. A retirement (which ends every session it finds) committed in
+// that time must not be followed by a live session: whatever the
+// interleaving, once the retirement has answered, the login's token (if
+// it got one) is refused.
+func TestNoSessionOutlivesARetirementDuringItsLogin(t *testing.T) {
+	for _, b := range servertest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			// Slower hashes widen the window the retirement falls into.
+			s, g := startWatched(t, b, servertest.WithPasswordParams(authn.PasswordParams{Memory: 16 << 10, Time: 2, Threads: 1}))
+			setPolicy(g, allowPasswords)
+			for i, delay := range []time.Duration{0, 5 * time.Millisecond, 15 * time.Millisecond, 30 * time.Millisecond, 60 * time.Millisecond} {
+				id, pw := newClerk(g, "honcho", fmt.Sprintf("48%02d", i), "counter_clerk", "admin-console")
+				login := make(chan servertest.Response, 1)
+				go func() { login <- s.Do("POST", "/v1/login/password", "", map[string]any{"operator_id": id, "password": pw, "terminal_id": "admin-console"}) }()
+				time.Sleep(delay)
+				g.must(200, "POST", "/v1/operators/"+id+"/retire", s.Admin, map[string]any{"reason": "退職"})
+				r := <-login
+				if r.Status != 200 {
+					continue // refused: nothing to outlive
+				}
+				if me := s.Do("GET", "/v1/me", token(t, r), nil); me.Status != 401 {
+					t.Errorf("delay %v: a session started around a retirement is alive: %d %s", delay, me.Status, me.Body)
+				}
+			}
+		})
+	}
+}
