@@ -334,16 +334,42 @@ func (l *Logins) FinishEnrollment(ctx context.Context, id string, credential []b
 	card := Card{ID: opgate.CardID(lifecycle.NewID("C-", 12)), OperatorID: o.ID, Serial: st.Enrollment.CardSerial, Label: st.Enrollment.Label,
 		Status: CardActive, CredentialID: cred.CredentialID, PublicKey: cred.PublicKey, SignCount: cred.SignCount, AAGUID: cred.AAGUID,
 		Flags: cred.Flags, Attestation: cred.Attestation, EnrolledAt: now, EnrolledBy: st.Enrollment.CreatedBy, StatusChanged: now}
+	var lapsed string
 	err = l.cfg.DB.InTx(ctx, func(tx LoginTx) error {
+		// The operator as it is now, locked: an enrollment begun before a
+		// retirement or a transfer lapses with it, as the cards it
+		// collected did — a card comes from someone who may still issue
+		// one for this operator, at the operator's site of today.
+		cur, err := tx.GetOperatorForUpdate(ctx, o.ID)
+		if err != nil {
+			return err
+		}
+		switch {
+		case cur.Status != lifecycle.Active && cur.Status != lifecycle.Suspended,
+			!cur.ValidUntil.IsZero() && !now.Before(cur.ValidUntil):
+			lapsed = "operator_" + string(cur.Status)
+		case st.Enrollment.CreatedBy != "" && l.cfg.Access.Require(ctx, st.Enrollment.CreatedBy, "operator.manage", cur.SiteID) != nil:
+			// Refused, or not answerable now: either way no card (the
+			// chief starts a new enrollment).
+			lapsed = "issuer_no_longer_manages_operator"
+		}
+		if lapsed != "" {
+			_, err := tx.AppendAudit(ctx, audit.Event{Type: audit.CardRevoked, At: now, OperatorID: o.ID, SiteID: cur.SiteID, Resource: "enrollment",
+				Reason: "enrollment refused: " + lapsed, Data: audit.D(map[string]any{"card_serial": st.Enrollment.CardSerial, "reason": lapsed})})
+			return err
+		}
 		if err := tx.CreateCard(ctx, card); err != nil {
 			return err
 		}
-		_, err := tx.AppendAudit(ctx, audit.Event{Type: audit.CardEnrolled, At: now, ActorID: st.Enrollment.CreatedBy, OperatorID: o.ID, SiteID: o.SiteID,
+		_, err = tx.AppendAudit(ctx, audit.Event{Type: audit.CardEnrolled, At: now, ActorID: st.Enrollment.CreatedBy, OperatorID: o.ID, SiteID: o.SiteID,
 			Resource: "card:" + string(card.ID), Data: audit.D(map[string]any{"card_serial": card.Serial, "attestation": card.Attestation, "flags": int(card.Flags)})})
 		return err
 	})
 	if errors.Is(err, opgate.ErrConflict) {
 		return Card{}, ErrInvalidCredentials // the credential is registered already
+	}
+	if err == nil && lapsed != "" {
+		return Card{}, ErrInvalidCredentials
 	}
 	return card, err
 }

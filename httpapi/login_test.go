@@ -289,3 +289,68 @@ func TestClonedCounterRaceOneLogin(t *testing.T) {
 		})
 	}
 }
+
+// TestEnrollmentLapsesWithItsOperator: an enrollment begun before a
+// retirement, or before a transfer away from the chief who issued it,
+// gives no card; an undisturbed one does.
+func TestEnrollmentLapsesWithItsOperator(t *testing.T) {
+	for _, b := range servertest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			s := servertest.Start(t, b)
+			admin := s.Admin
+			s.Must(201, "POST", "/v1/sites", admin, map[string]any{"site_id": "kita", "name": "北支所", "municipality_code": "132152"})
+			issue := func(staff, role string) string {
+				op := s.Must(201, "POST", "/v1/operators", admin, map[string]any{"staff_number": staff, "name": "職員 " + staff, "site_id": "honcho", "employment_type": "regular"}).Map(t)
+				id := op["operator_id"].(string)
+				if role != "" {
+					s.Must(201, "POST", "/v1/operators/"+id+"/grants", admin, map[string]any{"role_id": role, "site_id": "honcho", "reason": "配属"})
+				}
+				return id
+			}
+			chief := s.Token(opID(issue("8100", "section_chief")), "honcho", "admin-console")
+			// begin starts an enrollment by issuer and begins the ceremony.
+			begin := func(issuer, op string) (*authntest.Card, string, []byte) {
+				code := s.Must(201, "POST", "/v1/operators/"+op+"/cards/enrollments", issuer, map[string]any{"card_serial": "SN-" + op}).Map(t)["enrollment_code"].(string)
+				r := s.Must(200, "POST", "/v1/enroll/begin", "", map[string]any{"enrollment_code": code})
+				var bg struct {
+					EnrollmentID string `json:"enrollment_id"`
+				}
+				r.JSON(t, &bg)
+				card := authntest.NewCard(t)
+				return card, bg.EnrollmentID, card.Create(r.Body, servertest.Origin)
+			}
+			finish := func(id string, cred []byte) servertest.Response {
+				return s.Do("POST", "/v1/enroll/finish", "", map[string]any{"enrollment_id": id, "credential": json.RawMessage(cred)})
+			}
+			activeCards := func(op string) int {
+				n := 0
+				for _, c := range s.Must(200, "GET", "/v1/operators/"+op, admin, nil).Map(t)["cards"].([]any) {
+					if c.(map[string]any)["status"] == "active" {
+						n++
+					}
+				}
+				return n
+			}
+
+			retired := issue("8101", "counter_clerk")
+			_, id, cred := begin(admin, retired)
+			s.Must(200, "POST", "/v1/operators/"+retired+"/retire", admin, map[string]any{"reason": "退職"})
+			if r := finish(id, cred); r.Status != 401 {
+				t.Errorf("enrollment finished after a retirement: %d %s", r.Status, r.Body)
+			}
+
+			moved := issue("8102", "counter_clerk")
+			_, id, cred = begin(chief, moved)
+			s.Must(200, "POST", "/v1/operators/"+moved+"/transfer", admin, map[string]any{"to_site_id": "kita", "reason": "異動"})
+			if r := finish(id, cred); r.Status != 401 || activeCards(moved) != 0 {
+				t.Errorf("an enrollment of the old site's chief finished after a transfer: %d %s", r.Status, r.Body)
+			}
+
+			kept := issue("8103", "counter_clerk")
+			_, id, cred = begin(chief, kept)
+			if r := finish(id, cred); r.Status != 201 || activeCards(kept) != 1 {
+				t.Errorf("an undisturbed enrollment: %d %s", r.Status, r.Body)
+			}
+		})
+	}
+}
