@@ -107,6 +107,11 @@ func Decide(in Input) Decision {
 // Tx is what authz reads and writes inside one transaction.
 type Tx interface {
 	GetOperator(ctx context.Context, id opgate.OperatorID) (lifecycle.Operator, error)
+	// GetOperatorForUpdate reads the operator and locks its row until the
+	// transaction ends: every change to an operator's rights (a grant, an
+	// approval, a revocation, a transfer, a retirement) takes this lock
+	// first, so none of them acts on what another has just changed.
+	GetOperatorForUpdate(ctx context.Context, id opgate.OperatorID) (lifecycle.Operator, error)
 	CreateGrant(ctx context.Context, g Grant) error
 	GetGrant(ctx context.Context, id opgate.GrantID) (Grant, error)
 	UpdateGrant(ctx context.Context, g Grant) error

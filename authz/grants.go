@@ -68,7 +68,7 @@ func (s *Service) Grant(ctx context.Context, a Actor, r GrantRequest) (Grant, er
 	g := Grant{ID: newGrantID(), OperatorID: r.OperatorID, RoleID: r.RoleID, SiteID: r.SiteID, Status: Active,
 		GrantedBy: a.ID, Reason: r.Reason, CreatedAt: now, ValidFrom: now, ValidUntil: r.ValidUntil.UTC().Truncate(time.Microsecond)}
 	err = s.db.InTx(ctx, func(tx Tx) error {
-		o, err := tx.GetOperator(ctx, r.OperatorID)
+		o, err := tx.GetOperatorForUpdate(ctx, r.OperatorID)
 		if errors.Is(err, opgate.ErrNotFound) {
 			if !everywhere {
 				return ErrForbidden
@@ -167,7 +167,7 @@ func (s *Service) Approve(ctx context.Context, a Actor, id opgate.GrantID, reaso
 	}
 	now := s.clk.Now()
 	err = s.db.InTx(ctx, func(tx Tx) error {
-		g, err = tx.GetGrant(ctx, id)
+		g, err = lockedGrant(ctx, tx, id)
 		if err != nil {
 			return err
 		}
@@ -202,7 +202,7 @@ func (s *Service) Revoke(ctx context.Context, a Actor, id opgate.GrantID, reason
 // orders commit together. Whether the actor may revoke is the caller's to
 // check.
 func RevokeIn(ctx context.Context, tx Tx, a Actor, id opgate.GrantID, reason string, now time.Time) (Grant, error) {
-	g, err := tx.GetGrant(ctx, id)
+	g, err := lockedGrant(ctx, tx, id)
 	if err != nil {
 		return g, err
 	}
@@ -214,6 +214,22 @@ func RevokeIn(ctx context.Context, tx Tx, a Actor, id opgate.GrantID, reason str
 		return g, err
 	}
 	return g, grantEvent(ctx, tx, a, audit.GrantRevoked, g, reason, now)
+}
+
+// lockedGrant reads a grant as it stands once its operator's row is
+// locked: a transfer or retirement that ended it, or another approval or
+// revocation, has either committed (and is seen) or waits for this
+// transaction. Without the lock, PostgreSQL would let an approval write
+// "active" over a revocation committed since the grant was read.
+func lockedGrant(ctx context.Context, tx Tx, id opgate.GrantID) (Grant, error) {
+	g, err := tx.GetGrant(ctx, id)
+	if err != nil {
+		return g, err
+	}
+	if _, err := tx.GetOperatorForUpdate(ctx, g.OperatorID); err != nil {
+		return g, err
+	}
+	return tx.GetGrant(ctx, id)
 }
 
 // visibleGrant loads a grant the actor may act on with one of perms at its

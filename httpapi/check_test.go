@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -213,4 +214,40 @@ func grantStatus(t *testing.T, s *servertest.Server, id string) string {
 	}
 	t.Fatalf("grant %s not listed", id)
 	return ""
+}
+
+// TestApprovalRacingTransfer: an approval of a pending grant and a
+// transfer of its operator, at once on two replicas, never leave the
+// transferred operator with an active grant at the old site, whichever
+// commits first.
+func TestApprovalRacingTransfer(t *testing.T) {
+	for _, b := range servertest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			s := servertest.Start(t, b)
+			other := servertest.Join(t, s.Shared(), s.Clock)
+			admin := s.Admin
+			s.Must(201, "POST", "/v1/sites", admin, map[string]any{"site_id": "kita", "name": "北支所", "municipality_code": "132152"})
+			s.Must(201, "POST", "/v1/roles", admin, map[string]any{"role_id": "dv_support", "name": "支援措置担当", "permissions": []string{"resident.read", "resident.read_restricted"}})
+			chief := s.Must(201, "POST", "/v1/operators", admin, map[string]any{"staff_number": "9500", "name": "本町 課長", "site_id": "honcho", "employment_type": "regular"}).Map(t)["operator_id"].(string)
+			s.Must(201, "POST", "/v1/operators/"+chief+"/grants", admin, map[string]any{"role_id": "section_chief", "site_id": "honcho", "reason": "配属"})
+			chiefTok := other.Token(opID(chief), "honcho", "admin-console")
+			for i := range 12 {
+				op := s.Must(201, "POST", "/v1/operators", admin, map[string]any{"staff_number": fmt.Sprintf("95%02d", i+1), "name": "支援 担当", "site_id": "honcho", "employment_type": "regular"}).Map(t)["operator_id"].(string)
+				g := s.Must(201, "POST", "/v1/operators/"+op+"/grants", admin, map[string]any{"role_id": "dv_support", "site_id": "honcho", "reason": "支援措置"}).Map(t)["grant_id"].(string)
+				var wg sync.WaitGroup
+				wg.Go(func() {
+					other.Do("POST", "/v1/grants/"+g+"/approve", chiefTok, map[string]any{"reason": "承認"})
+				})
+				wg.Go(func() {
+					if r := s.Do("POST", "/v1/operators/"+op+"/transfer", admin, map[string]any{"to_site_id": "kita", "reason": "異動"}); r.Status != 200 {
+						t.Errorf("transfer: %d %s", r.Status, r.Body)
+					}
+				})
+				wg.Wait()
+				if st := grantStatus(t, s, g); st == "active" || st == "pending_approval" {
+					t.Fatalf("round %d: the transferred operator's grant at the old site is %s", i, st)
+				}
+			}
+		})
+	}
 }
