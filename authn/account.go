@@ -382,7 +382,11 @@ func (l *Logins) CardStatusChange(ctx context.Context, actor lifecycle.Actor, op
 	var card Card
 	var ended []opgate.SessionID
 	err := l.cfg.DB.InTx(ctx, func(tx LoginTx) error {
-		o, err := tx.GetOperator(ctx, op)
+		// The operator's row lock is the one a card login holds while it
+		// judges the card and writes its counter: taken first, the change
+		// waits for a login in flight (whose session it then ends) or
+		// makes that login read the card as lost.
+		o, err := tx.GetOperatorForUpdate(ctx, op)
 		if err != nil {
 			return err
 		}

@@ -354,3 +354,52 @@ func TestEnrollmentLapsesWithItsOperator(t *testing.T) {
 		})
 	}
 }
+
+// TestLostCardRacingLogins: a card reported lost while logins with it are
+// in flight, on two replicas, ends up lost with no live session made with
+// it, whichever commits first.
+func TestLostCardRacingLogins(t *testing.T) {
+	for _, b := range servertest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			s := servertest.Start(t, b)
+			other := servertest.Join(t, s.Shared(), s.Clock)
+			for i := range 8 {
+				op := s.Must(201, "POST", "/v1/operators", s.Admin, map[string]any{"staff_number": fmt.Sprintf("96%02d", i), "name": "窓口 職員", "site_id": "honcho", "employment_type": "regular"}).Map(t)["operator_id"].(string)
+				s.Must(201, "POST", "/v1/operators/"+op+"/grants", s.Admin, map[string]any{"role_id": "counter_clerk", "site_id": "honcho", "reason": "配属"})
+				code := s.Must(201, "POST", "/v1/operators/"+op+"/cards/enrollments", s.Admin, map[string]any{"card_serial": fmt.Sprintf("SN-96%02d", i)}).Map(t)["enrollment_code"].(string)
+				card := authntest.NewCard(t)
+				cardID := enroll(t, s, card, code)["card_id"].(string)
+				var tokens []string
+				var mu sync.Mutex
+				var wg sync.WaitGroup
+				for range 3 {
+					wg.Go(func() {
+						if r := cardLogin(t, other, card, "admin-console", ""); r.Status == 200 {
+							var l struct {
+								AccessToken string `json:"access_token"`
+							}
+							r.JSON(t, &l)
+							mu.Lock()
+							tokens = append(tokens, l.AccessToken)
+							mu.Unlock()
+						}
+					})
+				}
+				wg.Go(func() {
+					s.Must(200, "POST", "/v1/operators/"+op+"/cards/"+cardID+"/report-lost", s.Admin, map[string]any{"kind": "lost", "reason": "紛失届"})
+				})
+				wg.Wait()
+				for _, c := range s.Must(200, "GET", "/v1/operators/"+op, s.Admin, nil).Map(t)["cards"].([]any) {
+					if m := c.(map[string]any); m["card_id"] == cardID && m["status"] != "lost" {
+						t.Fatalf("round %d: the card is %v after it was reported lost", i, m["status"])
+					}
+				}
+				for _, tok := range tokens {
+					if r := s.Do("GET", "/v1/me", tok, nil); r.Status != 401 {
+						t.Fatalf("round %d: a session of the lost card is alive", i)
+					}
+				}
+			}
+		})
+	}
+}
