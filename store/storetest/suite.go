@@ -626,6 +626,21 @@ func testSessions(t *testing.T, open func(*testing.T) Harness) {
 		got := read(t, s, func(ctx context.Context, tx store.Tx) (authn.Session, error) { return tx.GetSession(ctx, want.ID) })
 		diff(t, "GetSession("+string(want.ID)+") after UpdateSession", want, got)
 	}
+	// A writer holding a copy read before the session ended writes it
+	// back: the session stays ended, with its first end.
+	stale := pwd
+	stale.EndedAt, stale.EndReason, stale.RefreshHash = time.Time{}, "", []byte("00000000000000000000000000000000")
+	write(t, s, func(ctx context.Context, tx store.Tx) error { return tx.UpdateSession(ctx, stale) })
+	got := read(t, s, func(ctx context.Context, tx store.Tx) (authn.Session, error) { return tx.GetSession(ctx, pwd.ID) })
+	if !got.EndedAt.Equal(pwd.EndedAt) || got.EndReason != pwd.EndReason {
+		t.Errorf("an ended session came back: ended %v (%q), want %v (%q)", got.EndedAt, got.EndReason, pwd.EndedAt, pwd.EndReason)
+	}
+	ended2 := ended
+	ended2.EndedAt, ended2.EndReason = ts(2, 13, 0), "refresh_token_reuse"
+	write(t, s, func(ctx context.Context, tx store.Tx) error { return tx.UpdateSession(ctx, ended2) })
+	if got := read(t, s, func(ctx context.Context, tx store.Tx) (authn.Session, error) { return tx.GetSession(ctx, ended.ID) }); got.EndReason != "logout" {
+		t.Errorf("a second end replaced the first: %q", got.EndReason)
+	}
 }
 
 func testEndSessions(t *testing.T, open func(*testing.T) Harness) {

@@ -583,8 +583,13 @@ func (t *tx) GetSession(ctx context.Context, id opgate.SessionID) (authn.Session
 	return s, t.db.translate(err)
 }
 
+// UpdateSession writes a session back. An ended session stays ended,
+// with its first end: a writer that read the session before another ended
+// it (a refresh racing a retirement, on PostgreSQL's READ COMMITTED) must
+// not bring it back.
 func (t *tx) UpdateSession(ctx context.Context, s authn.Session) error {
-	return t.execOne(ctx, `UPDATE sessions SET last_seen_at = ?, ended_at = ?, end_reason = ?, password_change_required = ?, refresh_hash = ? WHERE session_id = ?`,
+	return t.execOne(ctx, `UPDATE sessions SET last_seen_at = ?, ended_at = COALESCE(ended_at, ?),
+		end_reason = CASE WHEN ended_at IS NULL THEN ? ELSE end_reason END, password_change_required = ?, refresh_hash = ? WHERE session_id = ?`,
 		must(s.LastSeenAt), micros(s.EndedAt), s.EndReason, s.PasswordChangeRequired, nonNil(s.RefreshHash), s.ID)
 }
 
