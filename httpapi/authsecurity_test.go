@@ -1317,3 +1317,59 @@ func TestNoSessionOutlivesARetirementDuringItsLogin(t *testing.T) {
 		})
 	}
 }
+
+// TestNoSessionSurvivesAnEmergencyStop: clerks log in over and over on one
+// replica while the other stops logins at their site; once the stop has
+// answered, no session any of those logins started is alive, whichever
+// committed first.
+func TestNoSessionSurvivesAnEmergencyStop(t *testing.T) {
+	for _, b := range servertest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			s, g := startWatched(t, b)
+			other := servertest.Join(t, s.Shared(), s.Clock)
+			setPolicy(g, allowPasswords)
+			type clerk struct{ id, pw string }
+			var clerks []clerk
+			for i := range 4 {
+				id, pw := newClerk(g, "honcho", fmt.Sprintf("49%02d", i), "counter_clerk", "admin-console")
+				clerks = append(clerks, clerk{id, pw})
+			}
+			stop := map[string]any{"scope": "site", "site_id": "honcho", "reason": "訓練"}
+			for round := range 5 {
+				var mu sync.Mutex
+				var tokens []string
+				done := make(chan struct{})
+				var wg sync.WaitGroup
+				for _, c := range clerks {
+					wg.Go(func() {
+						for {
+							select {
+							case <-done:
+								return
+							default:
+							}
+							r := other.Do("POST", "/v1/login/password", "", map[string]any{"operator_id": c.id, "password": c.pw, "terminal_id": "admin-console"})
+							if r.Status == 200 {
+								mu.Lock()
+								tokens = append(tokens, token(t, r))
+								mu.Unlock()
+							}
+						}
+					})
+				}
+				time.Sleep(time.Duration(5+round*7) * time.Millisecond)
+				g.must(200, "POST", "/v1/emergency/stop", s.Admin, stop)
+				close(done)
+				wg.Wait()
+				mu.Lock()
+				for _, tok := range tokens {
+					if r := s.Do("GET", "/v1/me", tok, nil); r.Status != 401 {
+						t.Fatalf("round %d: a session started around the stop is alive (of %d logins): %d %s", round, len(tokens), r.Status, r.Body)
+					}
+				}
+				mu.Unlock()
+				g.must(200, "POST", "/v1/emergency/resume", s.Admin, stop)
+			}
+		})
+	}
+}

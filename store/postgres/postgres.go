@@ -31,7 +31,13 @@ var dialect = sqlstore.Dialect{
 	Numbered:   true,
 	ForUpdate:  " FOR UPDATE",
 	SkipLocked: " FOR UPDATE SKIP LOCKED",
-	Translate:  translate,
+	ForShare:   " FOR SHARE",
+	LockExclusive: func(table string) string {
+		// EXCLUSIVE conflicts with the ROW SHARE lock a SELECT … FOR SHARE
+		// takes, and not with plain reads.
+		return "LOCK TABLE " + table + " IN EXCLUSIVE MODE"
+	},
+	Translate: translate,
 	Retryable: func(err error) bool {
 		var pe *pgconn.PgError
 		return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")

@@ -30,6 +30,13 @@ type Dialect struct {
 	ForUpdate string
 	// SkipLocked is appended to a SELECT that claims work.
 	SkipLocked string
+	// ForShare is appended to a SELECT in a write transaction that must
+	// wait for, and then see, a writer holding the table exclusively (""
+	// where a write transaction locks the whole database anyway).
+	ForShare string
+	// LockExclusive returns the statement that locks a table against
+	// ForShare readers until the transaction ends ("" where not needed).
+	LockExclusive func(table string) string
 	// Translate maps driver errors to store errors; it returns err unchanged
 	// when it knows nothing better.
 	Translate func(error) error

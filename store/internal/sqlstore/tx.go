@@ -999,8 +999,19 @@ func (t *tx) TakeEnrollment(ctx context.Context, codeHash []byte, when time.Time
 
 // ---- emergency stops
 
+// ListStops reads the stops in force. In a write transaction (a login
+// about to start a session) the read shares the table with other logins
+// and waits for a stop or resume being written, whose lockStops it
+// conflicts with: a stop either sees the login's session and ends it, or
+// the login sees the stop. Without that, on PostgreSQL a login could read
+// "no stop", and commit its session after the stop had ended the sessions
+// it found.
 func (t *tx) ListStops(ctx context.Context) ([]authn.Stop, error) {
-	r, err := t.rows(ctx, `SELECT scope, reason, stopped_by, stopped_at FROM emergency_stops ORDER BY scope`)
+	share := ""
+	if !t.readOnly {
+		share = t.db.D.ForShare
+	}
+	r, err := t.rows(ctx, `SELECT scope, reason, stopped_by, stopped_at FROM emergency_stops ORDER BY scope`+share)
 	return collect(t, r, err, func(s scanner) (authn.Stop, error) {
 		var st authn.Stop
 		var when int64
@@ -1010,12 +1021,28 @@ func (t *tx) ListStops(ctx context.Context) ([]authn.Stop, error) {
 	})
 }
 
+// lockStops holds the stops table against logins in flight until the
+// transaction ends (see ListStops).
+func (t *tx) lockStops(ctx context.Context) error {
+	if t.db.D.LockExclusive == nil {
+		return nil
+	}
+	_, err := t.exec(ctx, t.db.D.LockExclusive("emergency_stops"))
+	return err
+}
+
 func (t *tx) PutStop(ctx context.Context, st authn.Stop) error {
+	if err := t.lockStops(ctx); err != nil {
+		return err
+	}
 	_, err := t.exec(ctx, `INSERT INTO emergency_stops (scope, reason, stopped_by, stopped_at) VALUES (?, ?, ?, ?)`, st.Scope, st.Reason, st.StoppedBy, must(st.StoppedAt))
 	return err
 }
 
 func (t *tx) DeleteStop(ctx context.Context, scope opgate.SiteID) error {
+	if err := t.lockStops(ctx); err != nil {
+		return err
+	}
 	return t.execOne(ctx, `DELETE FROM emergency_stops WHERE scope = ?`, scope)
 }
 
