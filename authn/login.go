@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -359,7 +360,7 @@ func (l *Logins) FinishCard(ctx context.Context, c Client, loginID string, crede
 	if card.Status != CardActive {
 		return Login{}, l.fail(ctx, op, slot, c, "card_"+string(card.Status), card, false)
 	}
-	return l.complete(ctx, op, slot, c, p, &card, assertion.SignCount, password)
+	return l.complete(ctx, op, slot, c, p, &card, assertion.SignCount, password, "")
 }
 
 // ---- password login
@@ -411,7 +412,7 @@ func (l *Logins) Password(ctx context.Context, c Client, operator, password stri
 	if verr != nil || !ok {
 		return Login{}, l.fail(ctx, op, slot, c, ReasonBadPassword, Card{}, false)
 	}
-	return l.complete(ctx, op, slot, c, p, nil, 0, nil)
+	return l.complete(ctx, op, slot, c, p, nil, 0, nil, rec.Hash)
 }
 
 // Audit reasons of refused logins (the data of login.failed events).
@@ -446,8 +447,9 @@ func reasonOf(err error) string {
 
 // complete finishes a login whose credential was right: the operator,
 // terminal, emergency state and second factor are checked, then the
-// session starts in the same transaction as the success event.
-func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string, c Client, p policy.Policy, card *Card, signCount uint32, password *string) (Login, error) {
+// session starts in the same transaction as the success event. judged is
+// the password hash a password was already judged against ("" if none).
+func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string, c Client, p policy.Policy, card *Card, signCount uint32, password *string, judged string) (Login, error) {
 	now := l.clk.Now()
 	var o lifecycle.Operator
 	var rec PasswordRecord
@@ -503,7 +505,7 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 			if ok, err := VerifyPassword(rec.Hash, *password); err != nil || !ok {
 				return Login{}, l.fail(ctx, op, slot, c, ReasonBadPassword, *card, false)
 			}
-			amr = append(amr, "pwd")
+			amr, judged = append(amr, "pwd"), rec.Hash
 		}
 	}
 	mustChange := rec.Hash != "" && slices.Contains(amr, "pwd") && (rec.Temporary || !now.Before(rec.ExpiresAt))
@@ -525,7 +527,18 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 		// card or a stop committed meanwhile, which ended the sessions it
 		// found, cannot be followed by a new one.
 		var reason string
-		if card != nil {
+		if judged != "" {
+			// The password judged must still be the operator's: a reset or
+			// change committed meanwhile ended the sessions it found.
+			cur, err := tx.GetPassword(ctx, op)
+			if err != nil && !errors.Is(err, opgate.ErrNotFound) {
+				return err
+			}
+			if subtle.ConstantTimeCompare([]byte(cur.Hash), []byte(judged)) != 1 {
+				refused, reason = ErrInvalidCredentials, "password_changed_meanwhile"
+			}
+		}
+		if card != nil && refused == nil {
 			cd, err := tx.GetCard(ctx, card.ID)
 			if err != nil {
 				return err

@@ -1373,3 +1373,60 @@ func TestNoSessionSurvivesAnEmergencyStop(t *testing.T) {
 		})
 	}
 }
+
+// TestNoSessionOutlivesAPasswordReset: logins with the old password, in
+// flight on one replica while a chief resets it on the other, leave no
+// live session once the reset has answered.
+func TestNoSessionOutlivesAPasswordReset(t *testing.T) {
+	for _, b := range servertest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			s, g := startWatched(t, b)
+			other := servertest.Join(t, s.Shared(), s.Clock)
+			setPolicy(g, allowPasswords)
+			for round := range 4 {
+				// The password history keeps one password per instant and the
+				// test clock stands still unless moved: each step a second on.
+				id := g.must(201, "POST", "/v1/operators", s.Admin, map[string]any{"staff_number": fmt.Sprintf("47%02d", round), "name": "窓口 職員",
+					"site_id": "honcho", "employment_type": "regular"}).Map(t)["operator_id"].(string)
+				g.must(201, "POST", "/v1/operators/"+id+"/grants", s.Admin, map[string]any{"role_id": "counter_clerk", "site_id": "honcho", "reason": "配属"})
+				s.Clock.Advance(time.Second)
+				temp := g.must(200, "POST", "/v1/operators/"+id+"/password/reset", s.Admin, nil).Map(t)["temporary_password"].(string)
+				s.Clock.Advance(time.Second)
+				pw := "Kawa-5531-nagare"
+				g.must(204, "POST", "/v1/me/password", loginAs(g, id, temp, "admin-console")["access_token"].(string),
+					map[string]any{"current_password": temp, "new_password": pw})
+				s.Clock.Advance(time.Second)
+				s.Admin = s.Token(s.Boot.OperatorID, "honcho", "admin-console")
+				var mu sync.Mutex
+				var tokens []string
+				done := make(chan struct{})
+				var wg sync.WaitGroup
+				for range 3 {
+					wg.Go(func() {
+						for {
+							select {
+							case <-done:
+								return
+							default:
+							}
+							if r := other.Do("POST", "/v1/login/password", "", map[string]any{"operator_id": id, "password": pw, "terminal_id": "admin-console"}); r.Status == 200 {
+								mu.Lock()
+								tokens = append(tokens, token(t, r))
+								mu.Unlock()
+							}
+						}
+					})
+				}
+				time.Sleep(time.Duration(3+round*5) * time.Millisecond)
+				g.must(200, "POST", "/v1/operators/"+id+"/password/reset", s.Admin, nil)
+				close(done)
+				wg.Wait()
+				for _, tok := range tokens {
+					if r := s.Do("GET", "/v1/me", tok, nil); r.Status != 401 {
+						t.Fatalf("round %d: a session of the old password is alive after the reset: %d %s", round, r.Status, r.Body)
+					}
+				}
+			}
+		})
+	}
+}
