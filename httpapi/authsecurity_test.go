@@ -1303,7 +1303,9 @@ func TestNoSessionOutlivesARetirementDuringItsLogin(t *testing.T) {
 			for i, delay := range []time.Duration{0, 5 * time.Millisecond, 15 * time.Millisecond, 30 * time.Millisecond, 60 * time.Millisecond} {
 				id, pw := newClerk(g, "honcho", fmt.Sprintf("48%02d", i), "counter_clerk", "admin-console")
 				login := make(chan servertest.Response, 1)
-				go func() { login <- s.Do("POST", "/v1/login/password", "", map[string]any{"operator_id": id, "password": pw, "terminal_id": "admin-console"}) }()
+				go func() {
+					login <- s.Do("POST", "/v1/login/password", "", map[string]any{"operator_id": id, "password": pw, "terminal_id": "admin-console"})
+				}()
 				time.Sleep(delay)
 				g.must(200, "POST", "/v1/operators/"+id+"/retire", s.Admin, map[string]any{"reason": "退職"})
 				r := <-login
@@ -1328,46 +1330,22 @@ func TestNoSessionSurvivesAnEmergencyStop(t *testing.T) {
 			s, g := startWatched(t, b)
 			other := servertest.Join(t, s.Shared(), s.Clock)
 			setPolicy(g, allowPasswords)
-			type clerk struct{ id, pw string }
-			var clerks []clerk
+			var clerks []loginCred
 			for i := range 4 {
 				id, pw := newClerk(g, "honcho", fmt.Sprintf("49%02d", i), "counter_clerk", "admin-console")
-				clerks = append(clerks, clerk{id, pw})
+				clerks = append(clerks, loginCred{id, pw})
 			}
 			stop := map[string]any{"scope": "site", "site_id": "honcho", "reason": "訓練"}
 			for round := range 5 {
-				var mu sync.Mutex
-				var tokens []string
-				done := make(chan struct{})
-				var wg sync.WaitGroup
-				for _, c := range clerks {
-					wg.Go(func() {
-						for {
-							select {
-							case <-done:
-								return
-							default:
-							}
-							r := other.Do("POST", "/v1/login/password", "", map[string]any{"operator_id": c.id, "password": c.pw, "terminal_id": "admin-console"})
-							if r.Status == 200 {
-								mu.Lock()
-								tokens = append(tokens, token(t, r))
-								mu.Unlock()
-							}
-						}
-					})
-				}
+				stopLogins := keepLoggingIn(t, other, clerks)
 				time.Sleep(time.Duration(5+round*7) * time.Millisecond)
 				g.must(200, "POST", "/v1/emergency/stop", s.Admin, stop)
-				close(done)
-				wg.Wait()
-				mu.Lock()
+				tokens := stopLogins()
 				for _, tok := range tokens {
 					if r := s.Do("GET", "/v1/me", tok, nil); r.Status != 401 {
 						t.Fatalf("round %d: a session started around the stop is alive (of %d logins): %d %s", round, len(tokens), r.Status, r.Body)
 					}
 				}
-				mu.Unlock()
 				g.must(200, "POST", "/v1/emergency/resume", s.Admin, stop)
 			}
 		})
@@ -1397,36 +1375,48 @@ func TestNoSessionOutlivesAPasswordReset(t *testing.T) {
 					map[string]any{"current_password": temp, "new_password": pw})
 				s.Clock.Advance(time.Second)
 				s.Admin = s.Token(s.Boot.OperatorID, "honcho", "admin-console")
-				var mu sync.Mutex
-				var tokens []string
-				done := make(chan struct{})
-				var wg sync.WaitGroup
-				for range 3 {
-					wg.Go(func() {
-						for {
-							select {
-							case <-done:
-								return
-							default:
-							}
-							if r := other.Do("POST", "/v1/login/password", "", map[string]any{"operator_id": id, "password": pw, "terminal_id": "admin-console"}); r.Status == 200 {
-								mu.Lock()
-								tokens = append(tokens, token(t, r))
-								mu.Unlock()
-							}
-						}
-					})
-				}
+				stopLogins := keepLoggingIn(t, other, []loginCred{{id, pw}, {id, pw}, {id, pw}})
 				time.Sleep(time.Duration(3+round*5) * time.Millisecond)
 				g.must(200, "POST", "/v1/operators/"+id+"/password/reset", s.Admin, nil)
-				close(done)
-				wg.Wait()
-				for _, tok := range tokens {
+				for _, tok := range stopLogins() {
 					if r := s.Do("GET", "/v1/me", tok, nil); r.Status != 401 {
 						t.Fatalf("round %d: a session of the old password is alive after the reset: %d %s", round, r.Status, r.Body)
 					}
 				}
 			}
 		})
+	}
+}
+
+type loginCred struct{ id, pw string }
+
+// keepLoggingIn logs each of creds in with its password on srv, over and
+// over, one goroutine each, until the returned function is called; that
+// returns the access tokens of every login that succeeded.
+func keepLoggingIn(t *testing.T, srv *servertest.Server, creds []loginCred) func() []string {
+	var mu sync.Mutex
+	var tokens []string
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, c := range creds {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if r := srv.Do("POST", "/v1/login/password", "", map[string]any{"operator_id": c.id, "password": c.pw, "terminal_id": "admin-console"}); r.Status == 200 {
+					mu.Lock()
+					tokens = append(tokens, token(t, r))
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	return func() []string {
+		close(done)
+		wg.Wait()
+		return tokens
 	}
 }
