@@ -408,6 +408,14 @@ func (s *Service) sweepPending(ctx context.Context) (int, error) {
 			if now.Sub(g.CreatedAt) < PendingTTL {
 				continue
 			}
+			// As it stands under its operator's lock: an approval that
+			// committed since the list was read keeps its grant.
+			if g, err = lockedGrant(ctx, tx, g.ID); err != nil {
+				return err
+			}
+			if g.Status != PendingApproval {
+				continue
+			}
 			g.Status, g.EndedAt, g.EndReason = Expired, now, "approval not given within 7 days"
 			if err := tx.UpdateGrant(ctx, g); err != nil {
 				return err
