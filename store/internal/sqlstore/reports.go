@@ -150,36 +150,14 @@ func (db *DB) Events(ctx context.Context, q report.EventQuery, fn func(audit.Eve
 	if base != "" {
 		join = " AND "
 	}
-	var lastAt, lastSeq int64 = -1 << 62, 0
-	for {
-		args := append(append([]any{}, w.args...), lastAt, lastAt, lastSeq, page)
-		rows, err := db.R.QueryContext(ctx, db.q(`SELECT `+eventCols+` FROM audit_events`+base+join+`(at > ? OR (at = ? AND seq > ?)) ORDER BY at, seq LIMIT ?`), args...)
-		if err != nil {
-			return db.translate(err)
+	return db.eventPages(ctx, page, func(last *audit.Event) (string, []any) {
+		at, seq := int64(-1<<62), int64(0)
+		if last != nil {
+			at, seq = last.At.UnixMicro(), last.Seq
 		}
-		n := 0
-		for rows.Next() {
-			e, err := scanEvent(rows)
-			if err != nil {
-				rows.Close()
-				return db.translate(err)
-			}
-			if err := fn(e); err != nil {
-				rows.Close()
-				return err
-			}
-			lastAt, lastSeq = e.At.UnixMicro(), e.Seq
-			n++
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return db.translate(err)
-		}
-		if n < page {
-			return nil
-		}
-	}
+		return `SELECT ` + eventCols + ` FROM audit_events` + base + join + `(at > ? OR (at = ? AND seq > ?)) ORDER BY at, seq LIMIT ?`,
+			append(append([]any{}, w.args...), at, at, seq)
+	}, fn)
 }
 
 const microsPerDay = int64(24 * time.Hour / time.Microsecond)

@@ -260,9 +260,23 @@ func (db *DB) ScanAudit(ctx context.Context, after int64, fn func(audit.Event) e
 // order, in pages, so that memory stays flat however long the chain is;
 // verification walks disjoint ranges on several connections at once.
 func (db *DB) ScanAuditRange(ctx context.Context, after, through int64, fn func(audit.Event) error) error {
-	const page = 10000
+	return db.eventPages(ctx, 10000, func(last *audit.Event) (string, []any) {
+		if last != nil {
+			after = last.Seq
+		}
+		return `SELECT ` + eventCols + ` FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`, []any{after, through}
+	}, fn)
+}
+
+// eventPages walks events a page of at most page rows at a time: next
+// gives each page's query (ending in LIMIT ?) and its arguments from the
+// last event of the page before (nil for the first), so that memory stays
+// flat however many events match.
+func (db *DB) eventPages(ctx context.Context, page int, next func(last *audit.Event) (string, []any), fn func(audit.Event) error) error {
+	var last *audit.Event
 	for {
-		rows, err := db.R.QueryContext(ctx, db.q(`SELECT `+eventCols+` FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`), after, through, page)
+		query, args := next(last)
+		rows, err := db.R.QueryContext(ctx, db.q(query), append(args, page)...)
 		if err != nil {
 			return db.translate(err)
 		}
@@ -277,14 +291,14 @@ func (db *DB) ScanAuditRange(ctx context.Context, after, through int64, fn func(
 				rows.Close()
 				return err
 			}
-			after = e.Seq
+			last = &e
 			n++
 		}
-		if err := rows.Err(); err != nil {
-			rows.Close()
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
 			return db.translate(err)
 		}
-		rows.Close()
 		if n < page {
 			return nil
 		}
