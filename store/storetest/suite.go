@@ -546,6 +546,14 @@ func testGrants(t *testing.T, open func(*testing.T) Harness) {
 	write(t, s, func(ctx context.Context, tx store.Tx) error { return tx.UpdateGrant(ctx, approved) })
 	got := read(t, s, func(ctx context.Context, tx store.Tx) (authz.Grant, error) { return tx.GetGrant(ctx, approved.ID) })
 	diff(t, "GetGrant after clearing ValidUntil", approved, got)
+
+	// A copy read before the grant ended, written back, is refused: the
+	// grant stays revoked.
+	stale := active
+	stale.ApprovedBy = "op-late"
+	wantErr(t, "UpdateGrant of a revoked grant", s.InTx(t.Context(), func(tx store.Tx) error { return tx.UpdateGrant(t.Context(), stale) }), store.ErrConflict)
+	got = read(t, s, func(ctx context.Context, tx store.Tx) (authz.Grant, error) { return tx.GetGrant(ctx, revoked.ID) })
+	diff(t, "GetGrant after a stale write", revoked, got)
 }
 
 func testCards(t *testing.T, open func(*testing.T) Harness) {
@@ -592,6 +600,17 @@ func testCards(t *testing.T, open func(*testing.T) Harness) {
 	diff(t, "GetCard after UpdateCard", c1, one)
 	got = read(t, s, func(ctx context.Context, tx store.Tx) ([]authn.Card, error) { return tx.ListCards(ctx, "op-nobody") })
 	diff(t, "ListCards of an operator without cards", []authn.Card(nil), got)
+
+	// A card that left "active" never returns to it: a login's copy read
+	// before the card was reported lost, written back, is refused. Leaving
+	// "lost" for "collected" is allowed.
+	stale := c3
+	stale.Status, stale.SignCount = authn.CardActive, 99
+	wantErr(t, "UpdateCard reviving a lost card", s.InTx(t.Context(), func(tx store.Tx) error { return tx.UpdateCard(t.Context(), stale) }), store.ErrConflict)
+	one = read(t, s, func(ctx context.Context, tx store.Tx) (authn.Card, error) { return tx.GetCard(ctx, c3.ID) })
+	diff(t, "GetCard after a stale write", c3, one)
+	c3.Status, c3.StatusChanged = authn.CardCollected, ts(3, 10, 0)
+	write(t, s, func(ctx context.Context, tx store.Tx) error { return tx.UpdateCard(ctx, c3) })
 }
 
 func session(id opgate.SessionID, op opgate.OperatorID, site opgate.SiteID, card opgate.CardID) authn.Session {

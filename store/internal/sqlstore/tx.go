@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -455,9 +456,30 @@ func (t *tx) GetGrant(ctx context.Context, id opgate.GrantID) (authz.Grant, erro
 	return g, t.db.translate(err)
 }
 
+// UpdateGrant writes a grant back. An ended grant (revoked, expired) is
+// never written again: a writer holding a copy read before it ended (an
+// approval racing a transfer) gets ErrConflict instead of bringing it back.
 func (t *tx) UpdateGrant(ctx context.Context, g authz.Grant) error {
-	return t.execOne(ctx, `UPDATE grants SET status = ?, approved_by = ?, valid_from = ?, valid_until = ?, ended_at = ?, ended_by = ?, end_reason = ? WHERE grant_id = ?`,
+	err := t.execOne(ctx, `UPDATE grants SET status = ?, approved_by = ?, valid_from = ?, valid_until = ?, ended_at = ?, ended_by = ?, end_reason = ?
+		WHERE grant_id = ? AND status NOT IN ('revoked', 'expired')`,
 		g.Status, g.ApprovedBy, micros(g.ValidFrom), micros(g.ValidUntil), micros(g.EndedAt), g.EndedBy, g.EndReason, g.ID)
+	return t.endedOrMissing(ctx, err, `SELECT 1 FROM grants WHERE grant_id = ?`, g.ID)
+}
+
+// endedOrMissing tells an update that matched no row because the row has
+// ended (ErrConflict) from one whose row does not exist (ErrNotFound).
+func (t *tx) endedOrMissing(ctx context.Context, err error, exists string, id any) error {
+	if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	var one int
+	switch qerr := t.row(ctx, exists, id).Scan(&one); {
+	case errors.Is(qerr, sql.ErrNoRows):
+		return store.ErrNotFound
+	case qerr != nil:
+		return t.db.translate(qerr)
+	}
+	return fmt.Errorf("%w: %v has ended", store.ErrConflict, id)
 }
 
 func (t *tx) ListGrants(ctx context.Context, f authz.GrantFilter) ([]authz.Grant, error) {
@@ -543,9 +565,14 @@ func (t *tx) GetCardByCredential(ctx context.Context, credentialID []byte) (auth
 	return c, t.db.translate(err)
 }
 
+// UpdateCard writes a card back. A card that left "active" (lost, stolen,
+// collected, revoked) never returns to it: a writer holding a copy read
+// before the change (a login writing its counter) gets ErrConflict.
 func (t *tx) UpdateCard(ctx context.Context, c authn.Card) error {
-	return t.execOne(ctx, `UPDATE cards SET label = ?, status = ?, sign_count = ?, clone_suspected = ?, status_changed_at = ? WHERE card_id = ?`,
-		c.Label, c.Status, int64(c.SignCount), c.CloneSuspected, must(c.StatusChanged), c.ID)
+	err := t.execOne(ctx, `UPDATE cards SET label = ?, status = ?, sign_count = ?, clone_suspected = ?, status_changed_at = ?
+		WHERE card_id = ? AND (status = 'active' OR ? <> 'active')`,
+		c.Label, c.Status, int64(c.SignCount), c.CloneSuspected, must(c.StatusChanged), c.ID, c.Status)
+	return t.endedOrMissing(ctx, err, `SELECT 1 FROM cards WHERE card_id = ?`, c.ID)
 }
 
 func (t *tx) ListCards(ctx context.Context, op opgate.OperatorID) ([]authn.Card, error) {
