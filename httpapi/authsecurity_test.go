@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -29,9 +28,6 @@ import (
 	"github.com/opgate/opgate/internal/clock/clocktest"
 	"github.com/opgate/opgate/internal/servertest"
 	"github.com/opgate/opgate/internal/testenv"
-	"github.com/opgate/opgate/store"
-	"github.com/opgate/opgate/store/postgres"
-	"github.com/opgate/opgate/store/sqlite"
 )
 
 // The tests of this file hold the login path to API.md (Policy; Login,
@@ -811,16 +807,7 @@ func TestLoginFailsClosed(t *testing.T) {
 func startClosable(t *testing.T, b servertest.Backend) (*servertest.Server, gate, func()) {
 	t.Helper()
 	ctx := context.Background()
-	var st store.Store
-	var err error
-	if b.Postgres {
-		st, err = postgres.Open(ctx, testenv.PostgresURL(t), postgres.Options{MaxConns: 10})
-	} else {
-		st, err = sqlite.Open(ctx, filepath.Join(t.TempDir(), "opgate.db"))
-	}
-	if err != nil {
-		t.Fatalf("open store: %v", err)
-	}
+	st := servertest.OpenStore(t, b) // its own cleanup closes it again: Close is idempotent
 	w := &watch{log: &logBuffer{}, secrets: map[string]int{}}
 	var once sync.Once
 	closeStore := func() {
@@ -834,6 +821,7 @@ func startClosable(t *testing.T, b servertest.Backend) (*servertest.Server, gate
 	t.Cleanup(closeStore)
 	clk := clocktest.New()
 	s := servertest.Join(t, servertest.Shared{Store: st, Eph: servertest.OpenEphemeral(t, b, clk)}, clk, servertest.WithLog(w.log))
+	var err error
 	if s.Boot, err = bootstrap.Run(ctx, st, clk, bootstrap.Params{SiteID: "honcho", SiteName: "本町市民課", MunicipalityCode: "132152",
 		StaffNumber: "0001", Name: "管理 花子"}); err != nil {
 		t.Fatalf("bootstrap: %v", err)
