@@ -476,19 +476,24 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 	if card != nil {
 		resource = "card:" + string(card.ID)
 	}
-	stopped, err := l.stopped(ctx, t)
-	if err == nil {
-		var refused error
-		var reason string
-		if refused, reason, err = l.refusal(ctx, o, t, stopped, now); err == nil && refused != nil {
-			l.abandon(ctx, op, slot)
-			l.auditRefusal(ctx, op, c, reason, resource)
-			return Login{}, refused
+	if card != nil && needsPassword(p) {
+		// A password is still to be judged: an operator who may not log in
+		// here now is refused before argon2id is spent. The transaction
+		// below judges all of it again, as it is then.
+		stopped, err := l.stopped(ctx, t)
+		if err == nil {
+			var refused error
+			var reason string
+			if refused, reason, err = l.refusal(ctx, o, t, stopped, now); err == nil && refused != nil {
+				l.abandon(ctx, op, slot)
+				l.auditRefusal(ctx, op, c, reason, resource)
+				return Login{}, refused
+			}
 		}
-	}
-	if err != nil {
-		l.abandon(ctx, op, slot)
-		return Login{}, err
+		if err != nil {
+			l.abandon(ctx, op, slot)
+			return Login{}, err
+		}
 	}
 	amr := []string{"pwd"}
 	if card != nil {
