@@ -137,10 +137,7 @@ func TestPasswordLoginAndLockout(t *testing.T) {
 	for _, b := range servertest.Backends {
 		t.Run(b.Name, func(t *testing.T) {
 			s := servertest.Start(t, b)
-			pol := s.Must(200, "GET", "/v1/policy", s.Admin, nil).Map(t)
-			pol["login_methods"] = []string{"card", "password"}
-			delete(pol, "version")
-			s.Must(200, "PUT", "/v1/policy", s.Admin, pol)
+			allowPasswordLogins(t, s)
 			op := string(s.Boot.OperatorID)
 			login := func(pw string) servertest.Response {
 				return s.Do("POST", "/v1/login/password", "", map[string]any{"operator_id": op, "password": pw, "terminal_id": "admin-console"})
@@ -211,10 +208,7 @@ func TestLockedShownInLists(t *testing.T) {
 	for _, b := range servertest.Backends {
 		t.Run(b.Name, func(t *testing.T) {
 			s := servertest.Start(t, b)
-			pol := s.Must(200, "GET", "/v1/policy", s.Admin, nil).Map(t)
-			pol["login_methods"] = []string{"card", "password"}
-			delete(pol, "version")
-			s.Must(200, "PUT", "/v1/policy", s.Admin, pol)
+			allowPasswordLogins(t, s)
 			id := s.Must(201, "POST", "/v1/operators", s.Admin, map[string]any{"staff_number": "6001", "name": "窓口", "site_id": "honcho", "employment_type": "regular"}).Map(t)["operator_id"].(string)
 			s.Must(200, "POST", "/v1/operators/"+id+"/password/reset", s.Admin, nil)
 			for range 5 {
@@ -402,4 +396,13 @@ func TestLostCardRacingLogins(t *testing.T) {
 			}
 		})
 	}
+}
+
+// allowPasswordLogins lets every operator log in with a password alone.
+func allowPasswordLogins(t *testing.T, s *servertest.Server) {
+	t.Helper()
+	pol := s.Must(200, "GET", "/v1/policy", s.Admin, nil).Map(t)
+	pol["login_methods"] = []string{"card", "password"}
+	delete(pol, "version")
+	s.Must(200, "PUT", "/v1/policy", s.Admin, pol)
 }
