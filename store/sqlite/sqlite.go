@@ -64,7 +64,8 @@ func translate(err error) error {
 // deadlock upgrading a read lock. The statement and savepoint journals
 // (group commit gives every member transaction a savepoint) stay in memory:
 // they only matter until the commit, and writing them to temporary files
-// cost a system call per page on every login.
+// cost a system call per page on every login. The writer leaves WAL
+// checkpoints to the checkpointer (below) until the log is far behind.
 func dsn(path string, readOnly bool) string {
 	v := url.Values{}
 	v.Add("_pragma", "busy_timeout(10000)")
@@ -76,6 +77,7 @@ func dsn(path string, readOnly bool) string {
 		v.Add("_pragma", "query_only(1)")
 	} else {
 		v.Set("_txlock", "immediate")
+		v.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", writerCheckpointPages))
 	}
 	return "file:" + path + "?" + v.Encode()
 }
@@ -104,7 +106,18 @@ func Open(ctx context.Context, path string) (*sqlstore.DB, error) {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
 	r.SetMaxOpenConns(4)
+	// Keep every reader open: database/sql keeps two idle by default, and
+	// opening a SQLite connection (its pragmas, its statement cache) cost
+	// more than the reads it served.
+	r.SetMaxIdleConns(4)
+	cp, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
 	s := sqlstore.New(w, r, dialect)
+	s.AtClose(startCheckpointer(cp))
 	s.EnableGroupCommit(1)
 	return s, nil
 }

@@ -60,6 +60,7 @@ type DB struct {
 
 	group     *grouper // nil: every InTx is a transaction of its own
 	closeOnce sync.Once
+	atClose   []func() error
 
 	// Statements prepared on the writer pool, for engines whose driver
 	// does not cache them (Dialect.PrepareWrites).
@@ -234,20 +235,28 @@ func (db *DB) Close() error {
 	return err
 }
 
+// AtClose registers fn to run on Close, after the last write and before
+// the pools close: an engine's own background work.
+func (db *DB) AtClose(fn func() error) { db.atClose = append(db.atClose, fn) }
+
 func (db *DB) close() error {
 	if db.group != nil {
 		db.group.close()
+	}
+	var errs []error
+	for _, fn := range db.atClose {
+		errs = append(errs, fn())
 	}
 	db.pmu.Lock()
 	for _, st := range db.prepared {
 		_ = st.Close()
 	}
 	db.pmu.Unlock()
-	err := db.W.Close()
+	errs = append(errs, db.W.Close())
 	if db.R != db.W {
-		err = errors.Join(err, db.R.Close())
+		errs = append(errs, db.R.Close())
 	}
-	return err
+	return errors.Join(errs...)
 }
 
 // ScanAudit walks the history in seq order, in pages, so that memory stays
