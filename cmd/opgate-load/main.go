@@ -10,8 +10,9 @@
 // With -mode check it logs the cards in once and asks the decision point
 // (POST /v1/authz/check, each decision durably recorded) over HTTP, beside
 // GET /v1/me with the same sessions and clients; with -openfga it then asks
-// an OpenFGA server the same questions on an equivalent model (RBAC with
-// sites as domains) and prints the ratio. With -mode password it measures
+// an OpenFGA server the same questions twice, on plain RBAC with sites as
+// domains and on an equivalent model (time-bound grants, the terminal's
+// site, the operator's status, restricted records), and prints both ratios. With -mode password it measures
 // password logins beside argon2id alone.
 package main
 
@@ -240,6 +241,10 @@ func (f *failer) Fatalf(format string, args ...any) {
 	panic(f)
 }
 
+// grantUntil ends every grant of the run: time-bound rights, which each
+// decision (and the OpenFGA model's condition) evaluates.
+var grantUntil = time.Now().AddDate(1, 0, 0).UTC().Truncate(time.Second)
+
 func enrollAll(c *client, admin string, n int) ([]*authntest.Card, error) {
 	f := &failer{}
 	out := make([]*authntest.Card, 0, n)
@@ -252,7 +257,8 @@ func enrollAll(c *client, admin string, n int) ([]*authntest.Card, error) {
 			OperatorID string `json:"operator_id"`
 		}
 		_ = json.Unmarshal(b, &op)
-		if _, err := c.must(201, "POST", "/v1/operators/"+op.OperatorID+"/grants", admin, map[string]any{"role_id": "counter_clerk", "site_id": "honcho", "reason": "load"}); err != nil {
+		if _, err := c.must(201, "POST", "/v1/operators/"+op.OperatorID+"/grants", admin, map[string]any{"role_id": "counter_clerk", "site_id": "honcho", "reason": "load",
+			"valid_until": grantUntil.Format(time.RFC3339)}); err != nil {
 			return nil, err
 		}
 		b, err = c.must(201, "POST", "/v1/operators/"+op.OperatorID+"/cards/enrollments", admin, map[string]any{"card_serial": fmt.Sprintf("CARD-%05d", i)})
