@@ -208,7 +208,7 @@ func (s *Service) fresh(ctx context.Context, tx Tx, op opgate.OperatorID) (e *en
 		if err != nil {
 			return nil, nil, err
 		}
-		gs, err := tx.ListGrants(ctx, GrantFilter{OperatorID: op, Status: Active})
+		gs, err := allGrants(ctx, tx, GrantFilter{OperatorID: op, Status: Active})
 		if err != nil {
 			return nil, nil, err
 		}

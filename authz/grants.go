@@ -109,14 +109,15 @@ func (s *Service) Grant(ctx context.Context, a Actor, r GrantRequest) (Grant, er
 			// A grant never outlives the operator's own validity.
 			g.ValidUntil = o.ValidUntil
 		}
-		held, err := tx.ListGrants(ctx, GrantFilter{OperatorID: o.ID})
-		if err != nil {
-			return err
+		var held []Grant
+		for _, st := range []GrantStatus{Active, PendingApproval} {
+			gs, err := allGrants(ctx, tx, GrantFilter{OperatorID: o.ID, Status: st})
+			if err != nil {
+				return err
+			}
+			held = append(held, gs...)
 		}
 		for _, h := range held {
-			if h.Status != Active && h.Status != PendingApproval {
-				continue
-			}
 			other, err := tx.GetRole(ctx, h.RoleID)
 			if err != nil {
 				continue // a deleted role conflicts with nothing
@@ -297,10 +298,36 @@ func containsSite(sites []opgate.SiteID, s opgate.SiteID) bool {
 	return false
 }
 
-// GrantsOf lists an operator's grants, for the operator view.
+// grantPage is how many grants allGrants reads at a time.
+const grantPage = 1000
+
+// allGrants reads every grant f selects, a page at a time. A store caps
+// one list at a page; a check that read only the first page would miss a
+// conflict (or a right) held by an operator with more grants than that,
+// past or present.
+func allGrants(ctx context.Context, tx interface {
+	ListGrants(context.Context, GrantFilter) ([]Grant, error)
+}, f GrantFilter) ([]Grant, error) {
+	var out []Grant
+	f.Limit = grantPage
+	for {
+		gs, err := tx.ListGrants(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, gs...)
+		if len(gs) < grantPage {
+			return out, nil
+		}
+		f.After = gs[len(gs)-1].ID
+	}
+}
+
+// GrantsOf lists all of an operator's grants, past and present, for the
+// operator view and its permissions at an instant.
 func (s *Service) GrantsOf(ctx context.Context, op opgate.OperatorID) ([]Grant, error) {
 	var out []Grant
-	err := s.db.View(ctx, func(tx Tx) (err error) { out, err = tx.ListGrants(ctx, GrantFilter{OperatorID: op}); return })
+	err := s.db.View(ctx, func(tx Tx) (err error) { out, err = allGrants(ctx, tx, GrantFilter{OperatorID: op}); return })
 	return out, err
 }
 
