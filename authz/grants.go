@@ -175,6 +175,10 @@ func (s *Service) Approve(ctx context.Context, a Actor, id opgate.GrantID, reaso
 		if g.Status != PendingApproval {
 			return fmt.Errorf("%w: grant is %s", ErrConflict, g.Status)
 		}
+		if now.Sub(g.CreatedAt) >= PendingTTL {
+			// Lapsed, whether or not the sweep has marked it yet.
+			return fmt.Errorf("%w: the request lapsed after %s without approval", ErrConflict, PendingTTL)
+		}
 		g.Status, g.ApprovedBy, g.ValidFrom = Active, a.ID, now
 		if err := tx.UpdateGrant(ctx, g); err != nil {
 			return err
@@ -424,37 +428,53 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 
 func (s *Service) sweepPending(ctx context.Context) (int, error) {
 	now := s.clk.Now()
-	n := 0
-	err := s.db.InTx(ctx, func(tx Tx) error {
-		n = 0
-		gs, err := tx.ListGrants(ctx, GrantFilter{Status: PendingApproval, Limit: 1000})
+	total := 0
+	var after opgate.GrantID
+	for {
+		n, last, more := 0, after, false
+		err := s.db.InTx(ctx, func(tx Tx) error {
+			n = 0
+			gs, err := tx.ListGrants(ctx, GrantFilter{Status: PendingApproval, After: after, Limit: grantPage})
+			if err != nil {
+				return err
+			}
+			more = len(gs) == grantPage
+			if len(gs) > 0 {
+				last = gs[len(gs)-1].ID
+			}
+			for _, g := range gs {
+				if now.Sub(g.CreatedAt) < PendingTTL {
+					continue
+				}
+				// As it stands under its operator's lock: an approval that
+				// committed since the list was read keeps its grant.
+				if g, err = lockedGrant(ctx, tx, g.ID); err != nil {
+					return err
+				}
+				if g.Status != PendingApproval {
+					continue
+				}
+				g.Status, g.EndedAt, g.EndReason = Expired, now, "approval not given within 7 days"
+				if err := tx.UpdateGrant(ctx, g); err != nil {
+					return err
+				}
+				if err := grantEvent(ctx, tx, Actor{}, audit.GrantExpired, g, g.EndReason, now); err != nil {
+					return err
+				}
+				n++
+			}
+			return nil
+		})
 		if err != nil {
-			return err
+			return total, err
 		}
-		for _, g := range gs {
-			if now.Sub(g.CreatedAt) < PendingTTL {
-				continue
-			}
-			// As it stands under its operator's lock: an approval that
-			// committed since the list was read keeps its grant.
-			if g, err = lockedGrant(ctx, tx, g.ID); err != nil {
-				return err
-			}
-			if g.Status != PendingApproval {
-				continue
-			}
-			g.Status, g.EndedAt, g.EndReason = Expired, now, "approval not given within 7 days"
-			if err := tx.UpdateGrant(ctx, g); err != nil {
-				return err
-			}
-			if err := grantEvent(ctx, tx, Actor{}, audit.GrantExpired, g, g.EndReason, now); err != nil {
-				return err
-			}
-			n++
+		// Every page is read, so requests younger than a week do not hide
+		// older ones behind them.
+		total, after = total+n, last
+		if !more {
+			return total, nil
 		}
-		return nil
-	})
-	return n, err
+	}
 }
 
 // Holder is one way someone held a permission.
