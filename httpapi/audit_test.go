@@ -22,6 +22,13 @@ func seqs(evs []map[string]any) []int64 {
 // walk reads every page of an event list, limit events at a time.
 func (r *rig) walk(t testing.TB, query url.Values, limit int) []map[string]any {
 	t.Helper()
+	return r.walkList(t, "/v1/audit/events", r.admin(t), query, limit)
+}
+
+// walkList reads every page of a list, limit items at a time, as the
+// holder of token.
+func (r *rig) walkList(t testing.TB, path, token string, query url.Values, limit int) []map[string]any {
+	t.Helper()
 	var all []map[string]any
 	q := url.Values{}
 	for k, v := range query {
@@ -32,10 +39,10 @@ func (r *rig) walk(t testing.TB, query url.Values, limit int) []map[string]any {
 		if pages > 1000 {
 			t.Fatal("paging does not end")
 		}
-		m := r.must(t, 200, "GET", "/v1/audit/events?"+q.Encode(), r.admin(t), nil).Map(t)
+		m := r.must(t, 200, "GET", path+"?"+q.Encode(), token, nil).Map(t)
 		items := itemsOf(m)
 		if len(items) > limit {
-			t.Fatalf("a page of %d events, limit %d", len(items), limit)
+			t.Fatalf("a page of %d items, limit %d", len(items), limit)
 		}
 		all = append(all, items...)
 		next, _ := m["next_cursor"].(string)

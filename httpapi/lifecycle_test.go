@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"slices"
 	"sort"
@@ -28,11 +29,41 @@ func TestOperatorLifecycle(t *testing.T) {
 			fn   func(*testing.T, *rig)
 		}{
 			{"retire", testRetire}, {"suspend and reinstate", testSuspendReinstate}, {"unlock", testUnlock},
-			{"scheduled changes", testScheduledChanges}, {"expiry", testExpiry},
+			{"scheduled changes", testScheduledChanges}, {"expiry", testExpiry}, {"a chief's changes", testChiefsChanges},
 		} {
 			t.Run(c.name, func(t *testing.T) { c.fn(t, r) })
 		}
 	})
+}
+
+// testChiefsChanges: a chief of kita sees, page after page, every change
+// of kita's staff and every move to kita, however many of other sites'
+// changes sort among them, and nothing else.
+func testChiefsChanges(t *testing.T, r *rig) {
+	effective := r.Clock.Now().Add(72 * time.Hour)
+	for i := range 6 {
+		op := r.issue(t, "honcho", fmt.Sprintf("631%d", i), nil)
+		r.must(t, 202, "POST", "/v1/operators/"+op+"/retire", r.admin(t),
+			map[string]any{"reason": "退職予定", "effective_at": effective.Format(time.RFC3339)})
+	}
+	kitaOp := r.issue(t, "kita", "6320", nil)
+	r.must(t, 202, "POST", "/v1/operators/"+kitaOp+"/retire", r.admin(t),
+		map[string]any{"reason": "退職予定", "effective_at": effective.Format(time.RFC3339)})
+	chief := r.issue(t, "kita", "6321", nil)
+	r.grant(t, chief, "section_chief", "kita", nil)
+	var want []string
+	for _, c := range r.walkList(t, "/v1/scheduled-changes", r.admin(t), nil, 100) {
+		if c["to_site_id"] == "kita" || r.operator(t, c["operator_id"].(string))["site_id"] == "kita" {
+			want = append(want, c["change_id"].(string))
+		}
+	}
+	var got []string
+	for _, c := range r.walkList(t, "/v1/scheduled-changes", r.token(t, chief, "kita", "kita-01"), nil, 1) {
+		got = append(got, c["change_id"].(string))
+	}
+	if len(want) < 2 || !slices.Equal(got, want) {
+		t.Errorf("kita's chief sees changes %v, want %v", got, want)
+	}
 }
 
 // addCard stores an active card for op, as an enrollment would.

@@ -146,7 +146,10 @@ type OperatorFilter struct {
 // ChangeFilter selects scheduled changes.
 type ChangeFilter struct {
 	OperatorID opgate.OperatorID
-	Status     ChangeStatus
+	// Sites, when set, keeps the changes of operators at one of them now,
+	// or moving to one of them.
+	Sites  []opgate.SiteID
+	Status ChangeStatus
 	After      opgate.ChangeID
 	Limit      int
 }

@@ -1763,6 +1763,12 @@ func testListChanges(t *testing.T, open func(*testing.T) Harness) {
 		{"after", lifecycle.ChangeFilter{After: "ch-03"}, []opgate.ChangeID{"ch-04", "ch-05"}},
 		{"limit", lifecycle.ChangeFilter{Limit: 1}, []opgate.ChangeID{"ch-01"}},
 		{"unknown operator", lifecycle.ChangeFilter{OperatorID: "op-x"}, nil},
+		// Every change moves to site-b; op-a is at site-a.
+		{"operator's site", lifecycle.ChangeFilter{Sites: []opgate.SiteID{"site-a"}}, []opgate.ChangeID{"ch-01", "ch-03", "ch-05"}},
+		{"site moved to", lifecycle.ChangeFilter{Sites: []opgate.SiteID{"site-b"}}, []opgate.ChangeID{"ch-01", "ch-02", "ch-03", "ch-04", "ch-05"}},
+		{"sites, status and page", lifecycle.ChangeFilter{Sites: []opgate.SiteID{"site-x", "site-a"}, Status: lifecycle.ChangePending, After: "ch-01", Limit: 1},
+			[]opgate.ChangeID{"ch-05"}},
+		{"no such site", lifecycle.ChangeFilter{Sites: []opgate.SiteID{"site-x"}}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			diff(t, "ListChanges", tc.want, ids(list(t, tc.filter), id))

@@ -683,6 +683,11 @@ func (t *tx) UpdateChange(ctx context.Context, c lifecycle.Change) error {
 func (t *tx) ListChanges(ctx context.Context, f lifecycle.ChangeFilter) ([]lifecycle.Change, error) {
 	var w where
 	w.addIf(f.OperatorID != "", "operator_id = ?", f.OperatorID)
+	if len(f.Sites) > 0 {
+		in, args := inList(f.Sites)
+		w.conds = append(w.conds, "(to_site_id IN ("+in+") OR operator_id IN (SELECT operator_id FROM operators WHERE site_id IN ("+in+")))")
+		w.args = append(append(w.args, args...), args...)
+	}
 	w.addIf(f.Status != "", "status = ?", f.Status)
 	w.addIf(f.After != "", "change_id > ?", f.After)
 	w.args = append(w.args, limit(f.Limit))
