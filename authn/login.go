@@ -516,8 +516,10 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 	mustChange := rec.Hash != "" && slices.Contains(amr, "pwd") && (rec.Temporary || !now.Before(rec.ExpiresAt))
 	var out Login
 	var refused error
+	var counted, nowLocked bool
+	var failedLock lifecycle.Lock
 	err = l.cfg.DB.InTx(ctx, func(tx LoginTx) error {
-		refused = nil
+		refused, counted, nowLocked = nil, false, false
 		o, err := tx.GetOperatorForUpdate(ctx, op)
 		if err != nil {
 			return err
@@ -550,6 +552,14 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 			}
 			if card = &cd; cd.Status != CardActive {
 				refused, reason = ErrInvalidCredentials, "card_"+string(cd.Status)
+			} else if counterRegressed(signCount, cd.SignCount) {
+				// Another login of this card committed a counter at least
+				// as high since the signature was checked: two answers
+				// carrying one counter (a possible clone), as on the
+				// card-only path. Counted, and the card flagged.
+				counted, refused = true, ErrInvalidCredentials
+				failedLock, nowLocked, err = l.failIn(ctx, tx, p.Lockout, o, lk, slot, c, CeremonySignCountRegressed, cd, true, now)
+				return err
 			}
 		}
 		if refused == nil {
@@ -568,6 +578,14 @@ func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string
 		out.Issued, err = l.succeedIn(ctx, tx, o, lk, slot, t, card, signCount, amr, mustChange, c, now)
 		return err
 	})
+	if err == nil && counted {
+		// The slot became the failure.
+		l.spray(ctx, c, op, now, p.Lockout)
+		if nowLocked {
+			return Login{}, &LockedError{Until: failedLock.Until}
+		}
+		return Login{}, refused
+	}
 	if err == nil && refused != nil {
 		err = refused
 	}

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1046,6 +1047,56 @@ func TestCardPlusPasswordPolicy(t *testing.T) {
 			problemIs(t, "discoverable card without password", cardLoginWith(g, card, "admin-console", "", nil), 401, "invalid_credentials")
 			if r := cardLoginWith(g, card, "admin-console", "", &pw); r.Status != 200 {
 				t.Errorf("discoverable card with the password: %d %s", r.Status, r.Body)
+			}
+		})
+	}
+}
+
+// Where a site asks for the card and the password, two answers of one
+// card carrying one counter (a clone) still give one login, and the card
+// is flagged, as on the card-only path: the password's judgement outside
+// the transaction must not skip the counter's.
+func TestClonedCounterWithPassword(t *testing.T) {
+	for _, b := range servertest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			_, g := startWatched(t, b)
+			setPolicy(g, allowPasswords)
+			op, pw := newClerk(g, "honcho", "3015", "counter_clerk", "admin-console")
+			card := authntest.NewCard(t)
+			if r := enrollCard(g, card, op, "SN-3015"); r.Status != 201 {
+				t.Fatalf("enroll: %d %s", r.Status, r.Body)
+			}
+			setPolicy(g, func(p map[string]any) { p["login_methods"] = []string{"card+password"} })
+			card.SetCounter(50)
+			card.FreezeCounter(true)
+			var finishes []map[string]any
+			for range 4 {
+				begin := g.must(200, "POST", "/v1/login/card/begin", "", map[string]any{"terminal_id": "admin-console", "operator_id": op})
+				id, _ := begin.Map(t)["login_id"].(string)
+				finishes = append(finishes, map[string]any{"login_id": id, "password": pw,
+					"credential": json.RawMessage(card.Get(begin.Body, servertest.Origin, card.UserHandle()))})
+			}
+			var ok, refused atomic.Int32
+			var wg sync.WaitGroup
+			for _, f := range finishes {
+				wg.Go(func() {
+					switch r := g.do("POST", "/v1/login/card/finish", "", f); r.Status {
+					case 200:
+						ok.Add(1)
+					case 401, 423:
+						refused.Add(1)
+					default:
+						t.Errorf("finish: %d %s", r.Status, r.Body)
+					}
+				})
+			}
+			wg.Wait()
+			if ok.Load() != 1 || refused.Load() != 3 {
+				t.Fatalf("%d logins and %d refusals with one counter value, want 1 and 3", ok.Load(), refused.Load())
+			}
+			o := g.must(200, "GET", "/v1/operators/"+op, g.s.Admin, nil).Map(t)
+			if c := o["cards"].([]any)[0].(map[string]any); c["clone_suspected"] != true {
+				t.Fatalf("card not flagged: %v", c)
 			}
 		})
 	}
