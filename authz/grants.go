@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/opgate/opgate"
@@ -119,8 +120,11 @@ func (s *Service) Grant(ctx context.Context, a Actor, r GrantRequest) (Grant, er
 		}
 		for _, h := range held {
 			other, err := tx.GetRole(ctx, h.RoleID)
-			if err != nil {
+			if errors.Is(err, opgate.ErrNotFound) {
 				continue // a deleted role conflicts with nothing
+			}
+			if err != nil {
+				return err // any other failure must not let a conflict through
 			}
 			if roles.Conflict(role, other) {
 				return fmt.Errorf("%w: %s conflicts with held %s", ErrSoDConflict, role.ID, other.ID)
@@ -362,6 +366,11 @@ func (s *Service) PutRole(ctx context.Context, a Actor, r roles.Role, create boo
 			return err
 		}
 		r.BuiltIn = old.BuiltIn
+		if !create {
+			if err := heldRoleChange(ctx, tx, old, r); err != nil {
+				return err
+			}
+		}
 		if err := tx.PutRole(ctx, r); err != nil {
 			return err
 		}
@@ -371,6 +380,83 @@ func (s *Service) PutRole(ctx context.Context, a Actor, r roles.Role, create boo
 		return err
 	})
 	return r, err
+}
+
+// heldRoleChange refuses an edit of a role that would give its present
+// holders what a grant could not have given them: every rule of Grant is
+// judged when the grant is made, and a decision reads the role as it is
+// now, so widening a held role would pass them by. A high-risk permission
+// is not added to live grants without a second person (revoke and grant
+// again: the new grant waits for approval); a permission only regular
+// staff may hold is not given to a non-regular holder; and a new conflict
+// is not declared with a role that a holder of this one also holds.
+func heldRoleChange(ctx context.Context, tx Tx, old, r roles.Role) error {
+	var added []opgate.Permission
+	for _, p := range r.Permissions {
+		if !old.Has(p) {
+			added = append(added, p)
+		}
+	}
+	var newConflicts []opgate.RoleID
+	for _, c := range r.ConflictsWith {
+		if !slices.Contains(old.ConflictsWith, c) {
+			newConflicts = append(newConflicts, c)
+		}
+	}
+	if len(added) == 0 && len(newConflicts) == 0 {
+		return nil
+	}
+	holders := map[opgate.OperatorID]bool{} // operator → holds it active (not only pending)
+	for _, st := range []GrantStatus{Active, PendingApproval} {
+		gs, err := allGrants(ctx, tx, GrantFilter{RoleID: r.ID, Status: st})
+		if err != nil {
+			return err
+		}
+		for _, g := range gs {
+			holders[g.OperatorID] = holders[g.OperatorID] || st == Active
+		}
+	}
+	if len(holders) == 0 {
+		return nil
+	}
+	for _, p := range added {
+		if !roles.HighRisk(p) {
+			continue
+		}
+		for _, active := range holders {
+			if active {
+				return fmt.Errorf("%w: role %s is held: %s is high risk and needs a second person's approval for each holder; revoke the grants and grant them again", ErrConflict, r.ID, p)
+			}
+		}
+	}
+	for _, p := range added {
+		if !slices.Contains(restrictedFromNonRegular, p) {
+			continue
+		}
+		for op := range holders {
+			o, err := tx.GetOperator(ctx, op)
+			if err != nil {
+				return err
+			}
+			if o.EmploymentType != lifecycle.Regular {
+				return fmt.Errorf("%w: role %s is held by %s staff, who cannot hold %s", ErrConflict, r.ID, o.EmploymentType, p)
+			}
+		}
+	}
+	for _, c := range newConflicts {
+		for _, st := range []GrantStatus{Active, PendingApproval} {
+			gs, err := allGrants(ctx, tx, GrantFilter{RoleID: c, Status: st})
+			if err != nil {
+				return err
+			}
+			for _, g := range gs {
+				if _, ok := holders[g.OperatorID]; ok {
+					return fmt.Errorf("%w: %s would conflict with %s, which a holder of both already has", ErrSoDConflict, r.ID, c)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func roleData(r roles.Role) map[string]any {

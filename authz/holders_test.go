@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/opgate/opgate"
+	"github.com/opgate/opgate/audit"
 	"github.com/opgate/opgate/authz"
 	"github.com/opgate/opgate/internal/clock/clocktest"
 	"github.com/opgate/opgate/lifecycle"
@@ -124,12 +125,35 @@ func TestRolesAtReplaysHistory(t *testing.T) {
 		return tx.CreateGrant(ctx, authz.Grant{ID: "G-E", OperatorID: "OP-E", RoleID: "dv_support", SiteID: "honcho",
 			Status: authz.Active, ValidFrom: t0.Add(day), GrantedBy: "OP-ADMIN", Reason: "test", CreatedAt: t0})
 	}))
-	put(3*day, false, roles.ResidentRead, roles.ResidentReadRestricted)
+	// A held role gains a high-risk permission: the service refuses that
+	// today (TestEditingAHeldRole), but a history may hold it from before,
+	// or from a store edited by hand, and replay must follow it.
+	widen := func(at time.Duration) {
+		t.Helper()
+		must(st.InTx(ctx, func(tx store.Tx) error {
+			old, err := tx.GetRole(ctx, "dv_support")
+			if err != nil {
+				return err
+			}
+			r := old
+			r.Permissions = []opgate.Permission{roles.ResidentRead, roles.ResidentReadRestricted}
+			if err := tx.PutRole(ctx, r); err != nil {
+				return err
+			}
+			data := func(r roles.Role) map[string]any {
+				return map[string]any{"name": r.Name, "permissions": r.Permissions, "conflicts_with": r.ConflictsWith}
+			}
+			_, err = tx.AppendAudit(ctx, audit.Event{Type: audit.RoleChanged, At: t0.Add(at), ActorID: "OP-ADMIN", Resource: "role:dv_support",
+				Data: audit.D(map[string]any{"old": data(old), "new": data(r)})})
+			return err
+		}))
+	}
+	widen(3 * day)
 	clk.Set(t0.Add(8 * day))
 	_, err = svc.PutRole(ctx, admin, roles.Role{ID: "late_role", Name: "後発", Permissions: []opgate.Permission{roles.ResidentRead}}, true)
 	must(err)
 	put(15*day, false, roles.ResidentRead)
-	put(30*day, false, roles.ResidentRead, roles.ResidentReadRestricted) // today: gives it again
+	widen(30 * day) // today: gives it again
 	clk.Set(t0.Add(40 * day))
 
 	for _, tc := range []struct {

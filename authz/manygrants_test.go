@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -80,7 +81,8 @@ func TestPendingRequestsLapse(t *testing.T) {
 }
 
 // honchoWith seeds the built-in roles, the site honcho, two section chiefs
-// (OP-CHIEF, OP-APPROVER) and OP-A there, then grants: each made by
+// (OP-CHIEF, OP-APPROVER), OP-A, a contractor OP-C and OP-ADMIN there,
+// then grants: each made by
 // OP-CHIEF, valid from the clock's start, and created then unless its
 // CreatedAt (as an offset from the zero time) says later.
 func honchoWith(t *testing.T, grants []authz.Grant) (context.Context, *authz.Service, *clocktest.Clock) {
@@ -96,9 +98,13 @@ func honchoWith(t *testing.T, grants []authz.Grant) (context.Context, *authz.Ser
 		if err := tx.CreateSite(ctx, lifecycle.Site{ID: "honcho", Name: "本町", MunicipalityCode: "132152", CreatedAt: t0}); err != nil {
 			return err
 		}
-		for _, id := range []opgate.OperatorID{"OP-CHIEF", "OP-APPROVER", "OP-A"} {
-			if err := tx.CreateOperator(ctx, lifecycle.Operator{ID: id, StaffNumber: string(id), Name: "職員", SiteID: "honcho",
-				EmploymentType: lifecycle.Regular, Status: lifecycle.Active, IssuedAt: t0, StatusChanged: t0}); err != nil {
+		for _, id := range []opgate.OperatorID{"OP-ADMIN", "OP-CHIEF", "OP-APPROVER", "OP-A", "OP-C"} {
+			o := lifecycle.Operator{ID: id, StaffNumber: string(id), Name: "職員", SiteID: "honcho",
+				EmploymentType: lifecycle.Regular, Status: lifecycle.Active, IssuedAt: t0, StatusChanged: t0}
+			if id == "OP-C" {
+				o.EmploymentType, o.ValidUntil = lifecycle.Contractor, t0.Add(365*24*time.Hour)
+			}
+			if err := tx.CreateOperator(ctx, o); err != nil {
 				return err
 			}
 		}
@@ -121,4 +127,69 @@ func honchoWith(t *testing.T, grants []authz.Grant) (context.Context, *authz.Ser
 		t.Fatal(err)
 	}
 	return ctx, svc, clk
+}
+
+// A role's edit cannot give its present holders what a grant could not:
+// a high-risk permission without a second person, a permission only
+// regular staff may hold to a contractor, or a conflict with a role a
+// holder also holds. A role nobody holds, or an edit that adds nothing
+// risky, goes through.
+func TestEditingAHeldRole(t *testing.T) {
+	ctx, svc, _ := honchoWith(t, []authz.Grant{
+		{ID: "G-A1", OperatorID: "OP-A", RoleID: roles.CounterClerk, SiteID: "honcho", Status: authz.Active},
+		{ID: "G-A2", OperatorID: "OP-A", RoleID: roles.CounterViewer, SiteID: "honcho", Status: authz.Active},
+		{ID: "G-C1", OperatorID: "OP-C", RoleID: roles.CounterViewer, SiteID: "honcho", Status: authz.Active},
+		{ID: "G-ADMIN", OperatorID: "OP-ADMIN", RoleID: roles.SecurityAdmin, SiteID: opgate.AllSites, Status: authz.Active},
+	})
+	admin := authz.Actor{ID: "OP-ADMIN"}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	role := func(id opgate.RoleID) roles.Role {
+		rs, err := svc.ListRoles(ctx)
+		must(err)
+		for _, r := range rs {
+			if r.ID == id {
+				return r
+			}
+		}
+		t.Fatalf("no role %s", id)
+		return roles.Role{}
+	}
+	put := func(r roles.Role) error {
+		_, err := svc.PutRole(ctx, admin, r, false)
+		return err
+	}
+	clerk := role(roles.CounterClerk)
+	wider := clerk
+	wider.Permissions = append(slices.Clone(clerk.Permissions), roles.ResidentReadRestricted)
+	if err := put(wider); !errors.Is(err, authz.ErrConflict) {
+		t.Errorf("adding a high-risk permission to a held role: %v, want %v", err, authz.ErrConflict)
+	}
+	wider.Permissions = append(slices.Clone(clerk.Permissions), roles.ReportRead)
+	if err := put(wider); err != nil {
+		t.Errorf("adding a low-risk permission: %v", err)
+	}
+	viewer := role(roles.CounterViewer)
+	managing := viewer
+	managing.Permissions = append(slices.Clone(viewer.Permissions), roles.OperatorManage)
+	if err := put(managing); !errors.Is(err, authz.ErrConflict) {
+		t.Errorf("giving operator.manage to a contractor's role: %v, want %v", err, authz.ErrConflict)
+	}
+	viewer.ConflictsWith = append(viewer.ConflictsWith, roles.CounterClerk)
+	if err := put(viewer); !errors.Is(err, authz.ErrSoDConflict) {
+		t.Errorf("declaring a conflict between two roles one person holds: %v, want %v", err, authz.ErrSoDConflict)
+	}
+	auditor := role(roles.Auditor)
+	auditor.Permissions = append(slices.Clone(auditor.Permissions), roles.ResidentBulkExport)
+	if err := put(auditor); err != nil {
+		t.Errorf("a role nobody holds: %v", err)
+	}
+	d, err := svc.Decide(ctx, "OP-A", roles.ResidentReadRestricted, "honcho")
+	if err != nil || d.Allowed {
+		t.Errorf("after the refused edit, restricted records: %+v, %v; want refused", d, err)
+	}
 }

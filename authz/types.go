@@ -60,6 +60,7 @@ func (g Grant) LiveAt(at time.Time) bool {
 // GrantFilter selects grants; zero fields do not filter.
 type GrantFilter struct {
 	OperatorID opgate.OperatorID
+	RoleID     opgate.RoleID
 	SiteID     opgate.SiteID
 	Status     GrantStatus
 	After      opgate.GrantID

@@ -1713,6 +1713,8 @@ func testListGrants(t *testing.T, open func(*testing.T) Harness) {
 		{"after", authz.GrantFilter{After: "g-04"}, []opgate.GrantID{"g-05", "g-06"}},
 		{"limit", authz.GrantFilter{Limit: 2}, []opgate.GrantID{"g-01", "g-02"}},
 		{"unknown operator", authz.GrantFilter{OperatorID: "op-x"}, nil},
+		{"role and status", authz.GrantFilter{RoleID: "counter_clerk", Status: authz.Active}, []opgate.GrantID{"g-01", "g-03", "g-06"}},
+		{"role held by nobody", authz.GrantFilter{RoleID: "auditor"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			diff(t, "ListGrants", tc.want, ids(list(t, tc.filter), id))

@@ -485,6 +485,7 @@ func (t *tx) endedOrMissing(ctx context.Context, err error, exists string, id an
 func (t *tx) ListGrants(ctx context.Context, f authz.GrantFilter) ([]authz.Grant, error) {
 	var w where
 	w.addIf(f.OperatorID != "", "operator_id = ?", f.OperatorID)
+	w.addIf(f.RoleID != "", "role_id = ?", f.RoleID)
 	w.addIf(f.SiteID != "", "site_id = ?", f.SiteID)
 	w.addIf(f.Status != "", "status = ?", f.Status)
 	w.addIf(f.After != "", "grant_id > ?", f.After)
