@@ -148,14 +148,32 @@ func (l *Logins) ChangePassword(ctx context.Context, p Principal, current, next 
 	}
 	var ended []opgate.SessionID
 	err = l.cfg.DB.InTx(ctx, func(tx LoginTx) error {
-		if err := tx.PutPassword(ctx, PasswordRecord{OperatorID: op, Hash: hash, SetAt: now, ExpiresAt: now.Add(pol.Password.MaxAge)}); err != nil {
+		// The current password took tens of milliseconds to judge. Under
+		// the operator's lock (which a reset takes too), the password
+		// judged must still be the operator's and this session still live:
+		// else a reset committed meanwhile, made perhaps because the
+		// password was stolen, would be undone by this change.
+		if _, err := tx.GetOperatorForUpdate(ctx, op); err != nil {
 			return err
 		}
-		if ended, err = tx.EndSessions(ctx, SessionScope{OperatorID: op, Except: p.SessionID}, now, "password_changed"); err != nil {
+		cur, err := tx.GetPassword(ctx, op)
+		if err != nil && !errors.Is(err, opgate.ErrNotFound) {
 			return err
 		}
 		ss, err := tx.GetSession(ctx, p.SessionID)
 		if err != nil {
+			return err
+		}
+		if !ss.EndedAt.IsZero() {
+			return ErrUnauthenticated
+		}
+		if subtle.ConstantTimeCompare([]byte(cur.Hash), []byte(rec.Hash)) != 1 {
+			return ErrInvalidCredentials
+		}
+		if err := tx.PutPassword(ctx, PasswordRecord{OperatorID: op, Hash: hash, SetAt: now, ExpiresAt: now.Add(pol.Password.MaxAge)}); err != nil {
+			return err
+		}
+		if ended, err = tx.EndSessions(ctx, SessionScope{OperatorID: op, Except: p.SessionID}, now, "password_changed"); err != nil {
 			return err
 		}
 		ss.PasswordChangeRequired = false

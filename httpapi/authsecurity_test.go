@@ -1427,6 +1427,50 @@ func TestNoSessionOutlivesAPasswordReset(t *testing.T) {
 	}
 }
 
+// TestPasswordChangeDoesNotUndoAReset: a change of one's own password in
+// flight while a chief resets it (the current password is judged outside
+// the transaction, for tens of milliseconds) must not commit after the
+// reset: the reset may be the answer to a stolen password.
+func TestPasswordChangeDoesNotUndoAReset(t *testing.T) {
+	for _, b := range servertest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			s, g := startWatched(t, b)
+			other := servertest.Join(t, s.Shared(), s.Clock)
+			setPolicy(g, allowPasswords)
+			for round := range 12 {
+				// The password history keeps one password per instant and the
+				// test clock stands still unless moved: each step a second on.
+				id := g.must(201, "POST", "/v1/operators", s.Admin, map[string]any{"staff_number": fmt.Sprintf("48%02d", round), "name": "窓口 職員",
+					"site_id": "honcho", "employment_type": "regular"}).Map(t)["operator_id"].(string)
+				g.must(201, "POST", "/v1/operators/"+id+"/grants", s.Admin, map[string]any{"role_id": "counter_clerk", "site_id": "honcho", "reason": "配属"})
+				s.Clock.Advance(time.Second)
+				first := g.must(200, "POST", "/v1/operators/"+id+"/password/reset", s.Admin, nil).Map(t)["temporary_password"].(string)
+				s.Clock.Advance(time.Second)
+				pw := "Kawa-5531-nagare"
+				g.must(204, "POST", "/v1/me/password", loginAs(g, id, first, "admin-console")["access_token"].(string),
+					map[string]any{"current_password": first, "new_password": pw})
+				s.Clock.Advance(time.Second)
+				s.Admin = s.Token(s.Boot.OperatorID, "honcho", "admin-console")
+				tok := loginAs(g, id, pw, "admin-console")["access_token"].(string)
+				next := "Mizu-7742-nagare"
+				changed := make(chan int)
+				go func() {
+					changed <- other.Do("POST", "/v1/me/password", tok, map[string]any{"current_password": pw, "new_password": next}).Status
+				}()
+				time.Sleep(time.Duration(round*250) * time.Microsecond)
+				temp := g.must(200, "POST", "/v1/operators/"+id+"/password/reset", s.Admin, nil).Map(t)["temporary_password"].(string)
+				status := <-changed
+				if r := passwordLogin(g, id, next, "admin-console"); r.Status == 200 {
+					t.Fatalf("round %d: the change (%d) committed over the reset: its password logs in", round, status)
+				}
+				if r := passwordLogin(g, id, temp, "admin-console"); r.Status != 200 {
+					t.Fatalf("round %d: the reset's temporary password does not log in: %d %s", round, r.Status, r.Body)
+				}
+			}
+		})
+	}
+}
+
 type loginCred struct{ id, pw string }
 
 // keepLoggingIn logs each of creds in with its password on srv, over and
