@@ -1401,19 +1401,7 @@ func TestNoSessionOutlivesAPasswordReset(t *testing.T) {
 			other := servertest.Join(t, s.Shared(), s.Clock)
 			setPolicy(g, allowPasswords)
 			for round := range 4 {
-				// The password history keeps one password per instant and the
-				// test clock stands still unless moved: each step a second on.
-				id := g.must(201, "POST", "/v1/operators", s.Admin, map[string]any{"staff_number": fmt.Sprintf("47%02d", round), "name": "窓口 職員",
-					"site_id": "honcho", "employment_type": "regular"}).Map(t)["operator_id"].(string)
-				g.must(201, "POST", "/v1/operators/"+id+"/grants", s.Admin, map[string]any{"role_id": "counter_clerk", "site_id": "honcho", "reason": "配属"})
-				s.Clock.Advance(time.Second)
-				temp := g.must(200, "POST", "/v1/operators/"+id+"/password/reset", s.Admin, nil).Map(t)["temporary_password"].(string)
-				s.Clock.Advance(time.Second)
-				pw := "Kawa-5531-nagare"
-				g.must(204, "POST", "/v1/me/password", loginAs(g, id, temp, "admin-console")["access_token"].(string),
-					map[string]any{"current_password": temp, "new_password": pw})
-				s.Clock.Advance(time.Second)
-				s.Admin = s.Token(s.Boot.OperatorID, "honcho", "admin-console")
+				id, pw := clerkWithPassword(t, s, g, fmt.Sprintf("47%02d", round))
 				stopLogins := keepLoggingIn(t, other, []loginCred{{id, pw}, {id, pw}, {id, pw}})
 				time.Sleep(time.Duration(3+round*5) * time.Millisecond)
 				g.must(200, "POST", "/v1/operators/"+id+"/password/reset", s.Admin, nil)
@@ -1438,19 +1426,7 @@ func TestPasswordChangeDoesNotUndoAReset(t *testing.T) {
 			other := servertest.Join(t, s.Shared(), s.Clock)
 			setPolicy(g, allowPasswords)
 			for round := range 12 {
-				// The password history keeps one password per instant and the
-				// test clock stands still unless moved: each step a second on.
-				id := g.must(201, "POST", "/v1/operators", s.Admin, map[string]any{"staff_number": fmt.Sprintf("48%02d", round), "name": "窓口 職員",
-					"site_id": "honcho", "employment_type": "regular"}).Map(t)["operator_id"].(string)
-				g.must(201, "POST", "/v1/operators/"+id+"/grants", s.Admin, map[string]any{"role_id": "counter_clerk", "site_id": "honcho", "reason": "配属"})
-				s.Clock.Advance(time.Second)
-				first := g.must(200, "POST", "/v1/operators/"+id+"/password/reset", s.Admin, nil).Map(t)["temporary_password"].(string)
-				s.Clock.Advance(time.Second)
-				pw := "Kawa-5531-nagare"
-				g.must(204, "POST", "/v1/me/password", loginAs(g, id, first, "admin-console")["access_token"].(string),
-					map[string]any{"current_password": first, "new_password": pw})
-				s.Clock.Advance(time.Second)
-				s.Admin = s.Token(s.Boot.OperatorID, "honcho", "admin-console")
+				id, pw := clerkWithPassword(t, s, g, fmt.Sprintf("48%02d", round))
 				tok := loginAs(g, id, pw, "admin-console")["access_token"].(string)
 				next := "Mizu-7742-nagare"
 				changed := make(chan int)
@@ -1469,6 +1445,26 @@ func TestPasswordChangeDoesNotUndoAReset(t *testing.T) {
 			}
 		})
 	}
+}
+
+// clerkWithPassword issues a counter clerk at honcho with a password of
+// their own (reset, then changed), and renews the administrator's token.
+// The password history keeps one password per instant and the test clock
+// stands still unless moved: each step is a second on.
+func clerkWithPassword(t *testing.T, s *servertest.Server, g gate, staff string) (id, pw string) {
+	t.Helper()
+	id = g.must(201, "POST", "/v1/operators", s.Admin, map[string]any{"staff_number": staff, "name": "窓口 職員",
+		"site_id": "honcho", "employment_type": "regular"}).Map(t)["operator_id"].(string)
+	g.must(201, "POST", "/v1/operators/"+id+"/grants", s.Admin, map[string]any{"role_id": "counter_clerk", "site_id": "honcho", "reason": "配属"})
+	s.Clock.Advance(time.Second)
+	temp := g.must(200, "POST", "/v1/operators/"+id+"/password/reset", s.Admin, nil).Map(t)["temporary_password"].(string)
+	s.Clock.Advance(time.Second)
+	pw = "Kawa-5531-nagare"
+	g.must(204, "POST", "/v1/me/password", loginAs(g, id, temp, "admin-console")["access_token"].(string),
+		map[string]any{"current_password": temp, "new_password": pw})
+	s.Clock.Advance(time.Second)
+	s.Admin = s.Token(s.Boot.OperatorID, "honcho", "admin-console")
+	return id, pw
 }
 
 type loginCred struct{ id, pw string }
