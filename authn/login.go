@@ -293,6 +293,12 @@ func (l *Logins) FinishCard(ctx context.Context, c Client, loginID string, crede
 	if err != nil {
 		return Login{}, err
 	}
+	if !p.Allows(policy.MethodCard) && !p.Allows(policy.MethodCardPassword) {
+		// Cards are not a method of this policy (a card model found
+		// compromised, say): no credential is judged.
+		l.auditRefusal(ctx, st.Operator, c, ReasonMethodNotAllowed, "login")
+		return Login{}, ErrInvalidCredentials
+	}
 	if !needsPassword(p) {
 		return l.finishCardInTx(ctx, c, st, credential, p, now)
 	}

@@ -1048,6 +1048,11 @@ func TestCardPlusPasswordPolicy(t *testing.T) {
 			if r := cardLoginWith(g, card, "admin-console", "", &pw); r.Status != 200 {
 				t.Errorf("discoverable card with the password: %d %s", r.Status, r.Body)
 			}
+			// A policy without any card method refuses cards, with or
+			// without the password.
+			setPolicy(g, func(p map[string]any) { p["login_methods"] = []string{"password"} })
+			problemIs(t, "card where cards are not allowed", cardLoginWith(g, card, "admin-console", op, nil), 401, "invalid_credentials")
+			problemIs(t, "card and password where cards are not allowed", cardLoginWith(g, card, "admin-console", op, &pw), 401, "invalid_credentials")
 		})
 	}
 }
