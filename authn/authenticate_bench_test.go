@@ -3,7 +3,6 @@ package authn_test
 import (
 	"context"
 	"crypto/ecdsa"
-	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -17,8 +16,6 @@ import (
 	eredis "github.com/opgate/opgate/ephemeral/redis"
 	"github.com/opgate/opgate/internal/clock/clocktest"
 	"github.com/opgate/opgate/internal/testenv"
-	"github.com/opgate/opgate/lifecycle"
-	"github.com/opgate/opgate/policy"
 	"github.com/opgate/opgate/store"
 	"github.com/opgate/opgate/store/postgres"
 	"github.com/opgate/opgate/store/sqlite"
@@ -80,25 +77,8 @@ func BenchmarkTokenCheck(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			pol := policy.NewSource(func(ctx context.Context) (policy.Policy, error) {
-				return policy.Load(ctx, store.Runner[policy.Tx]{S: st})
-			}, clk, time.Hour)
-			sessions, err := authn.NewSessions(authn.SessionConfig{DB: store.Runner[authn.SessionTx]{S: st}, Cache: eph, Tokens: tokens, Policy: pol,
-				IsNotFound: func(err error) bool { return errors.Is(err, ephemeral.ErrNotFound) }, Clock: clk})
-			if err != nil {
-				b.Fatal(err)
-			}
+			sessions := sessionsOn(b, st, eph, tokens, clk)
 			ctx := context.Background()
-			now := clk.Now()
-			if err := st.InTx(ctx, func(tx store.Tx) error {
-				if err := tx.CreateSite(ctx, lifecycle.Site{ID: "honcho", Name: "本町", MunicipalityCode: "132152", CreatedAt: now}); err != nil {
-					return err
-				}
-				return tx.CreateOperator(ctx, lifecycle.Operator{ID: "OP-12345678", StaffNumber: "1", Name: "職員", SiteID: "honcho",
-					EmploymentType: lifecycle.Regular, Status: lifecycle.Active, IssuedAt: now, StatusChanged: now})
-			}); err != nil {
-				b.Fatal(err)
-			}
 			iss, err := sessions.Start(ctx, authn.Start{OperatorID: opgate.OperatorID("OP-12345678"), SiteID: "honcho", TerminalID: "t1", AMR: []string{"hwk", "user"}})
 			if err != nil {
 				b.Fatal(err)

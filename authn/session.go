@@ -443,5 +443,16 @@ func (s *Sessions) Refresh(ctx context.Context, id opgate.SessionID) error {
 			return fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 	}
+	// The Put replaces whatever was there, a tombstone too: a session
+	// ended (and its tombstone written) after the read above would live
+	// again in the cache. Its end is committed before its tombstone is
+	// written, so reading the store once more after the Put sees it.
+	if err := s.db.View(ctx, func(tx SessionTx) (err error) { ss, err = tx.GetSession(ctx, id); return }); err != nil {
+		s.SessionsEnded(ctx, []opgate.SessionID{id}) // unknown: fail closed
+		return err
+	}
+	if !ss.EndedAt.IsZero() {
+		s.SessionsEnded(ctx, []opgate.SessionID{id})
+	}
 	return nil
 }

@@ -1,0 +1,109 @@
+package authn_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/opgate/opgate"
+	"github.com/opgate/opgate/authn"
+	"github.com/opgate/opgate/ephemeral"
+	"github.com/opgate/opgate/ephemeral/memory"
+	"github.com/opgate/opgate/internal/clock/clocktest"
+	"github.com/opgate/opgate/lifecycle"
+	"github.com/opgate/opgate/policy"
+	"github.com/opgate/opgate/store"
+	"github.com/opgate/opgate/store/sqlite"
+)
+
+// racingCache runs race just before the first Put after it is armed: a
+// replica ending the session between Refresh's read of the store and its
+// write to the cache.
+type racingCache struct {
+	ephemeral.Store
+	armed bool
+	race  func()
+}
+
+func (c *racingCache) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	if c.armed {
+		c.armed = false
+		c.race()
+	}
+	return c.Store.Put(ctx, key, value, ttl)
+}
+
+// TestRefreshKeepsATombstone: refreshing a session's cache entry (after a
+// password change) must not bring back a session that another replica
+// ended meanwhile.
+func TestRefreshKeepsATombstone(t *testing.T) {
+	ctx := context.Background()
+	clk := clocktest.New()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "opgate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	key, err := authn.GenerateSigningKey(clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := authn.NewTokens(authn.TokenConfig{Issuer: "opgate", Keys: []authn.SigningKey{key}, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := &racingCache{Store: memory.New(memory.Config{Clock: clk})}
+	sessions := sessionsOn(t, st, cache, tokens, clk)
+	iss, err := sessions.Start(ctx, authn.Start{OperatorID: "OP-12345678", SiteID: "honcho", TerminalID: "t1", AMR: []string{"hwk", "user"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache.race = func() {
+		var ended []opgate.SessionID
+		if err := st.InTx(ctx, func(tx store.Tx) (err error) {
+			ended, err = tx.EndSessions(ctx, authn.SessionScope{OperatorID: "OP-12345678"}, clk.Now(), "retired")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		sessions.SessionsEnded(ctx, ended)
+	}
+	cache.armed = true
+	if err := sessions.Refresh(ctx, iss.Session.ID); err != nil {
+		t.Fatal(err)
+	}
+	if cache.armed {
+		t.Fatal("Refresh wrote nothing to the cache: the race never ran")
+	}
+	if _, err := sessions.Authenticate(ctx, iss.AccessToken); !errors.Is(err, authn.ErrUnauthenticated) {
+		t.Fatalf("a session ended during its refresh authenticates: %v", err)
+	}
+}
+
+// sessionsOn builds the session service on st and cache, with the policy
+// read from st, and seeds the site honcho and operator OP-12345678 there.
+func sessionsOn(tb testing.TB, st store.Store, cache ephemeral.Store, tokens *authn.Tokens, clk *clocktest.Clock) *authn.Sessions {
+	tb.Helper()
+	ctx := context.Background()
+	pol := policy.NewSource(func(ctx context.Context) (policy.Policy, error) {
+		return policy.Load(ctx, store.Runner[policy.Tx]{S: st})
+	}, clk, time.Hour)
+	sessions, err := authn.NewSessions(authn.SessionConfig{DB: store.Runner[authn.SessionTx]{S: st}, Cache: cache, Tokens: tokens, Policy: pol,
+		IsNotFound: func(err error) bool { return errors.Is(err, ephemeral.ErrNotFound) }, Clock: clk})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	now := clk.Now()
+	if err := st.InTx(ctx, func(tx store.Tx) error {
+		if err := tx.CreateSite(ctx, lifecycle.Site{ID: "honcho", Name: "本町", MunicipalityCode: "132152", CreatedAt: now}); err != nil {
+			return err
+		}
+		return tx.CreateOperator(ctx, lifecycle.Operator{ID: "OP-12345678", StaffNumber: "1", Name: "職員", SiteID: "honcho",
+			EmploymentType: lifecycle.Regular, Status: lifecycle.Active, IssuedAt: now, StatusChanged: now})
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	return sessions
+}
