@@ -90,7 +90,10 @@ func (s *Sessions) Inspect(ctx context.Context, raw string) (Principal, bool, er
 		return Principal{}, false, err
 	}
 	now := s.clk.Now()
-	if e.Ended || e.Op != c.OperatorID || now.UnixMicro() >= e.Expires {
+	// A session that must change its password first may do nothing else
+	// here (403 password_change_required): to a system asking about it,
+	// it is not active either.
+	if e.Ended || e.Op != c.OperatorID || now.UnixMicro() >= e.Expires || e.PwdChg {
 		return Principal{}, false, nil
 	}
 	p, err := s.pol.Policy(ctx)

@@ -44,6 +44,17 @@ func TestIntrospectionWithServiceKey(t *testing.T) {
 	s.Must(403, "POST", "/v1/introspect", clerk, map[string]any{"token": clerk})
 	s.Must(200, "POST", "/v1/introspect", s.Admin, map[string]any{"token": clerk})
 
+	// A session that must change its password first is not active to
+	// another system either.
+	iss, err := s.App.Sessions.Start(ctx, authn.Start{OperatorID: opID(id), SiteID: "honcho", TerminalID: "admin-console",
+		AMR: []string{"pwd"}, PasswordChangeRequired: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Must(200, "POST", "/v1/introspect", key, map[string]any{"token": iss.AccessToken}).Map(t); got["active"] != false {
+		t.Fatalf("a session that must change its password: %v", got)
+	}
+
 	s.Must(204, "POST", "/v1/logout", clerk, nil)
 	if got := s.Must(200, "POST", "/v1/introspect", key, map[string]any{"token": clerk}).Map(t); got["active"] != false || len(got) != 1 {
 		t.Fatalf("after logout: %v", got)
