@@ -314,6 +314,24 @@ func TestDormant(t *testing.T) {
 		if c[0][0] != "種別 (kind)" {
 			t.Errorf("header %v", c[0])
 		}
+		// Reinstated, the ID gets a full period to be used: the next sweep
+		// leaves it alone, and neither the report nor the checklist counts
+		// it; a full period later without a login, it is suspended again.
+		r.Clock.Advance(time.Hour)
+		r.must(t, 200, "POST", "/v1/operators/"+idle+"/reinstate", r.admin(t), map[string]any{"reason": "復帰"})
+		r.Clock.Advance(time.Hour)
+		if n, err := r.App.SuspendDormant(ctx); err != nil || n != 0 || r.operator(t, idle)["status"] != "active" {
+			t.Fatalf("the sweep after a reinstatement suspended %d (%v): %v", n, err, r.operator(t, idle)["status"])
+		}
+		for _, x := range r.must(t, 200, "GET", "/v1/reports/dormant", r.admin(t), nil).Map(t)["items"].([]any) {
+			if m := x.(map[string]any); m["operator_id"] == idle && m["kind"] == "dormant_operator" {
+				t.Errorf("a reinstated ID reported dormant: %v", m)
+			}
+		}
+		r.Clock.Advance(24 * time.Hour)
+		if n, err := r.App.SuspendDormant(ctx); err != nil || n < 1 || r.operator(t, idle)["status"] != "suspended" {
+			t.Fatalf("a full period after the reinstatement: suspended %d (%v): %v", n, err, r.operator(t, idle)["status"])
+		}
 	})
 }
 

@@ -10,7 +10,8 @@ import (
 )
 
 // SuspendDormant suspends active operators who have not logged in for
-// after (R1.6, CL 10-4: unneeded IDs are not left usable), each with an
+// after, counted from their last login, issue or reinstatement, whichever
+// is latest (R1.6, CL 10-4: unneeded IDs are not left usable), each with an
 // operator.suspended event whose reason says so, their sessions ended.
 // Holders of emergency.stop at every site are left alone: they are who
 // resumes logins after an emergency, and suspending the last of them
@@ -45,9 +46,15 @@ func (s *Service) SuspendDormant(ctx context.Context, after time.Duration) (int,
 		var sus []opgate.OperatorID
 		for _, o := range ops {
 			// Judged again under the lock: a login in between keeps it.
+			// A reinstatement is a fresh start: the one who reinstated a
+			// dormant ID meant it to be used, not suspended at the next
+			// sweep before its owner could log in.
 			last := o.LastLoginAt
 			if last.IsZero() {
 				last = o.IssuedAt
+			}
+			if o.StatusChanged.After(last) {
+				last = o.StatusChanged
 			}
 			if o.Status == Active && now.Sub(last) >= after {
 				sus = append(sus, o.ID)

@@ -427,6 +427,23 @@ func testExpiring(t *testing.T, open func(*testing.T) Harness) {
 		return tx.DormantOperators(ctx, ts(10, 0, 0), 10)
 	})
 	diff(t, "DormantOperators", []opgate.OperatorID{"op-a", "op-b"}, ids(dormant, func(o lifecycle.Operator) opgate.OperatorID { return o.ID }))
+	// Reinstated (its status changed) after the cutoff, op-b is not dormant
+	// however long ago it last logged in.
+	write(t, s, func(ctx context.Context, tx store.Tx) error {
+		o, err := tx.GetOperator(ctx, "op-b")
+		if err != nil {
+			return err
+		}
+		o.StatusChanged = ts(12, 0, 0)
+		return tx.UpdateOperator(ctx, o)
+	})
+	dormant = read(t, s, func(ctx context.Context, tx store.Tx) ([]lifecycle.Operator, error) {
+		return tx.DormantOperators(ctx, ts(10, 0, 0), 10)
+	})
+	diff(t, "DormantOperators after op-b's reinstatement", []opgate.OperatorID{"op-a"}, ids(dormant, func(o lifecycle.Operator) opgate.OperatorID { return o.ID }))
+	all := q
+	all.SiteID = ""
+	diff(t, "Expiring after op-b's reinstatement", []string{"dormant_operator op-a ", "operator_expiring op-c ", "grant_expiring op-c g-1", "password_expiring op-c "}, kinds(all))
 	clones, err := s.CloneSuspects(t.Context())
 	if err != nil {
 		t.Fatal(err)

@@ -198,7 +198,8 @@ func (db *DB) Expiring(ctx context.Context, q report.ExpiringQuery, fn func(repo
 		args      []any
 	}{
 		{report.DormantOperator, `SELECT o.operator_id, o.name, o.site_id, o.status, '', '', COALESCE(o.last_login_at, o.issued_at) FROM operators o
-			WHERE o.status = 'active' AND COALESCE(o.last_login_at, o.issued_at) < ?` + site + ` ORDER BY o.operator_id`, []any{must(q.DormantBefore)}},
+			WHERE o.status = 'active' AND COALESCE(o.last_login_at, o.issued_at) < ? AND o.status_changed_at < ?` + site + ` ORDER BY o.operator_id`,
+			[]any{must(q.DormantBefore), must(q.DormantBefore)}},
 		{report.OperatorExpiring, `SELECT o.operator_id, o.name, o.site_id, o.status, '', '', o.valid_until FROM operators o
 			WHERE o.status IN ('active', 'suspended') AND o.valid_until >= ? AND o.valid_until < ?` + site + ` ORDER BY o.valid_until, o.operator_id`,
 			[]any{must(q.Now), must(q.Until)}},
@@ -294,7 +295,8 @@ func (db *DB) Facts(ctx context.Context, now time.Time, p policy.Policy) (report
 		count(&f.SharedSerials, `SELECT COUNT(*) FROM (SELECT serial FROM cards WHERE status = 'active' GROUP BY serial HAVING COUNT(DISTINCT operator_id) > 1) x`)
 		count(&f.UnattributedGrants, `SELECT COUNT(*) FROM grants g WHERE `+live+` AND (g.reason = '' OR g.role_id NOT IN (SELECT role_id FROM roles))`, n)
 		count(&f.GrantsAwayFromHome, `SELECT COUNT(*) FROM grants g JOIN operators o ON o.operator_id = g.operator_id WHERE `+live+` AND g.site_id <> '*' AND g.site_id <> o.site_id`, n)
-		count(&f.DormantOperators, `SELECT COUNT(*) FROM operators WHERE status = 'active' AND COALESCE(last_login_at, issued_at) < ?`, must(now.Add(-p.DormantAfter)))
+		count(&f.DormantOperators, `SELECT COUNT(*) FROM operators WHERE status = 'active' AND COALESCE(last_login_at, issued_at) < ? AND status_changed_at < ?`,
+			must(now.Add(-p.DormantAfter)), must(now.Add(-p.DormantAfter)))
 		count(&f.PastValidity, `SELECT COUNT(*) FROM operators WHERE status IN ('active', 'suspended') AND valid_until <= ?`, n)
 		count(&f.ExpiredPasswords, `SELECT COUNT(*) FROM passwords p JOIN operators o ON o.operator_id = p.operator_id WHERE o.status = 'active' AND p.expires_at <= ?`, n)
 		in, args := inRoles(readers)

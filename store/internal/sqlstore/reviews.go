@@ -209,9 +209,10 @@ func (t *tx) DeleteReviewSchedule(ctx context.Context, id string) error {
 }
 
 // DormantOperators lists active operators unused since before cutoff; an
-// ID never used counts from its issue (R1.6).
+// ID never used counts from its issue (R1.6), and a reinstated one from
+// its reinstatement.
 func (t *tx) DormantOperators(ctx context.Context, cutoff time.Time, n int) ([]lifecycle.Operator, error) {
-	r, err := t.rows(ctx, `SELECT `+operatorCols+` FROM operators WHERE status = 'active' AND COALESCE(last_login_at, issued_at) < ? ORDER BY operator_id LIMIT ?`,
-		must(cutoff), limit(n))
+	r, err := t.rows(ctx, `SELECT `+operatorCols+` FROM operators WHERE status = 'active' AND COALESCE(last_login_at, issued_at) < ? AND status_changed_at < ? ORDER BY operator_id LIMIT ?`,
+		must(cutoff), must(cutoff), limit(n))
 	return collect(t, r, err, scanOperator)
 }
