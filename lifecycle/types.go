@@ -150,8 +150,8 @@ type ChangeFilter struct {
 	// or moving to one of them.
 	Sites  []opgate.SiteID
 	Status ChangeStatus
-	After      opgate.ChangeID
-	Limit      int
+	After  opgate.ChangeID
+	Limit  int
 }
 
 // Ended names one right (a grant, card or session, by its ID) that a
