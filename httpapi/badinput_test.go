@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -696,16 +697,40 @@ func TestAuthenticationAndRouting(t *testing.T) {
 				t.Errorf("lower-case scheme: status %d", resp.StatusCode)
 			}
 		})
-		for _, c := range []struct{ method, path string }{
-			{"DELETE", "/v1/sites"},
-			{"PATCH", "/v1/operators/OP-ZZZZZZZZ"},
-			{"GET", "/v1/logout"},
-			{"POST", "/v1/permissions"},
-			{"PUT", "/v1/grants/x/approve"},
-			{"POST", "/healthz"},
+		for _, c := range []struct{ method, path, allow string }{
+			{"DELETE", "/v1/sites", "GET, POST"},
+			{"PATCH", "/v1/operators/OP-ZZZZZZZZ", "GET"},
+			{"GET", "/v1/logout", "POST"},
+			{"POST", "/v1/permissions", "GET"},
+			{"PUT", "/v1/grants/x/approve", "POST"},
+			{"POST", "/healthz", "GET"},
+			{"PATCH", "/v1/policy", "GET, PUT"},
 		} {
 			t.Run("405 "+c.method+" "+c.path, func(t *testing.T) {
-				checkProblem(t, r.call(t, c.method, c.path, r.admin(t), nil), 405, "")
+				resp := r.call(t, c.method, c.path, r.admin(t), nil)
+				checkProblem(t, resp, 405, "")
+				// RFC 9110 §15.5.6: a 405 names the methods that would do.
+				got := strings.Split(resp.Header.Get("Allow"), ", ")
+				sort.Strings(got)
+				if strings.Join(got, ", ") != c.allow {
+					t.Errorf("Allow %q, want %q", resp.Header.Get("Allow"), c.allow)
+				}
+			})
+		}
+		// Cursors and filters that name nothing are refused, not read as
+		// the first page or an empty one.
+		op := r.issue(t, "honcho", "7301", nil)
+		for _, path := range []string{
+			"/v1/operators?limit=1&cursor=AA", // a NUL byte
+			"/v1/operators?limit=1&cursor=_w", // not UTF-8
+			"/v1/grants?cursor=AA",
+			"/v1/scheduled-changes?cursor=AA",
+			"/v1/reviews?cursor=AA",
+			"/v1/operators/" + op + "/history?limit=1&cursor=Z2FyYmFnZQ", // "garbage"
+			"/v1/scheduled-changes?status=garbage",
+		} {
+			t.Run("400 "+path, func(t *testing.T) {
+				checkProblem(t, r.call(t, "GET", path, r.admin(t), nil), 400, "validation_failed")
 			})
 		}
 		for _, path := range []string{"/v1/nope", "/v2/sites", "/v1/operators/OP-ZZZZZZZZ/nope", "/", "/v1/grants/x"} {

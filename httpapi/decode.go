@@ -193,7 +193,9 @@ func page(r *http.Request) (limit int, after string, err error) {
 	}
 	if c := r.URL.Query().Get("cursor"); c != "" {
 		b, derr := base64.RawURLEncoding.DecodeString(c)
-		if derr != nil || len(b) == 0 || len(b) > 128 {
+		// A cursor is the last key of a page: text a store holds, never
+		// bytes PostgreSQL refuses outright (NUL, invalid UTF-8).
+		if derr != nil || len(b) == 0 || len(b) > 128 || !cleanText(string(b)) {
 			return 0, "", invalid("cursor", "not a cursor this server gave")
 		}
 		after = string(b)

@@ -490,7 +490,12 @@ func (s *Server) operatorHistory(w http.ResponseWriter, r *http.Request, p authn
 	if err != nil {
 		return err
 	}
-	afterSeq, _ := strconv.ParseInt(after, 10, 64)
+	var afterSeq int64
+	if after != "" {
+		if afterSeq, err = strconv.ParseInt(after, 10, 64); err != nil || afterSeq < 0 {
+			return invalid("cursor", "not a cursor this server gave")
+		}
+	}
 	evs, err := s.cfg.Views.ListAudit(r.Context(), audit.Filter{OperatorID: id, AfterSeq: afterSeq, Limit: limit + 1})
 	if err != nil {
 		return err
@@ -555,6 +560,11 @@ func (s *Server) listChanges(w http.ResponseWriter, r *http.Request, p authn.Pri
 	}
 	q := r.URL.Query()
 	f := lifecycle.ChangeFilter{OperatorID: opgate.OperatorID(q.Get("operator_id")), Status: lifecycle.ChangeStatus(q.Get("status")), After: opgate.ChangeID(after), Limit: limit + 1}
+	switch f.Status {
+	case "", lifecycle.ChangePending, lifecycle.ChangeApplied, lifecycle.ChangeCancelled, lifecycle.ChangeFailed:
+	default:
+		return invalid("status", "pending, applied, cancelled or failed")
+	}
 	cs, err := s.cfg.Lifecycle.ListChanges(r.Context(), actorOf(r, p), f)
 	if err != nil {
 		return err

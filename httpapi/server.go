@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -323,22 +324,32 @@ func (s *Server) withRequest(next http.Handler) http.Handler {
 		if _, pattern := s.mux.Handler(r); pattern == "" {
 			// No route: say so in the problem format (405 when the path
 			// exists under another method).
-			s.writeProblem(sw, r, s.noRoute(r))
+			s.writeProblem(sw, r, s.noRoute(sw, r))
 			return
 		}
 		next.ServeHTTP(sw, r)
 	})
 }
 
-func (s *Server) noRoute(r *http.Request) error {
+// noRoute tells a path no route has (404) from a method the path does not
+// take (405, with the methods it does take in Allow, RFC 9110 §15.5.6).
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) error {
+	var allow []string
 	for _, rt := range s.routes {
+		if slices.Contains(allow, rt.Method) {
+			continue
+		}
 		probe := r.Clone(r.Context())
 		probe.Method = rt.Method
 		if _, p := s.mux.Handler(probe); p != "" {
-			return errMethod
+			allow = append(allow, rt.Method)
 		}
 	}
-	return errNotFound
+	if len(allow) == 0 {
+		return errNotFound
+	}
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	return errMethod
 }
 
 func validRequestID(s string) bool {
