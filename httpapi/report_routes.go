@@ -290,12 +290,12 @@ func (s *Server) ledgerReport(w http.ResponseWriter, r *http.Request, p authn.Pr
 	if err != nil {
 		return err
 	}
-	f, err := formatOf(r)
-	if err != nil {
-		return err
-	}
 	a := reportActor(p)
 	if err := s.cfg.Reports.Allow(r.Context(), a, site); err != nil {
+		return err
+	}
+	f, err := formatOf(r)
+	if err != nil {
 		return err
 	}
 	if err := s.cfg.Reports.Record(r.Context(), a, "ledger", site, "report:ledger", map[string]any{"format": string(f)}); err != nil {
@@ -329,11 +329,12 @@ func (s *Server) reviewReport(w http.ResponseWriter, r *http.Request, p authn.Pr
 }
 
 func (s *Server) checklistReport(w http.ResponseWriter, r *http.Request, p authn.Principal) error {
-	f, err := formatOf(r)
-	if err != nil {
+	// Permission before the request's content (API.md, Conventions).
+	if err := s.cfg.Reports.Allow(r.Context(), reportActor(p), opgate.AllSites); err != nil {
 		return err
 	}
-	if err := s.cfg.Reports.Allow(r.Context(), reportActor(p), opgate.AllSites); err != nil {
+	f, err := formatOf(r)
+	if err != nil {
 		return err
 	}
 	items, err := s.cfg.Reports.Checklist(r.Context())
@@ -355,11 +356,11 @@ func (s *Server) dormantReport(w http.ResponseWriter, r *http.Request, p authn.P
 	if err != nil {
 		return err
 	}
-	f, err := formatOf(r)
-	if err != nil {
+	if err := s.cfg.Reports.Allow(r.Context(), reportActor(p), site); err != nil {
 		return err
 	}
-	if err := s.cfg.Reports.Allow(r.Context(), reportActor(p), site); err != nil {
+	f, err := formatOf(r)
+	if err != nil {
 		return err
 	}
 	return s.stream(w, r, f, report.ExpiringTable, "dormant", map[string]any{"generated_at": ts(s.clk.Now())},
@@ -372,6 +373,10 @@ func rangeOf(r *http.Request, now time.Time) (time.Time, time.Time, error) {
 }
 
 func (s *Server) anomalyReport(w http.ResponseWriter, r *http.Request, p authn.Principal) error {
+	a := reportActor(p)
+	if err := s.cfg.Reports.Allow(r.Context(), a, opgate.AllSites); err != nil {
+		return err
+	}
 	f, err := formatOf(r)
 	if err != nil {
 		return err
@@ -383,10 +388,6 @@ func (s *Server) anomalyReport(w http.ResponseWriter, r *http.Request, p authn.P
 	if r.URL.Query().Get("from") == "" {
 		from = to.Add(-30 * 24 * time.Hour) // a month when not told
 	}
-	a := reportActor(p)
-	if err := s.cfg.Reports.Allow(r.Context(), a, opgate.AllSites); err != nil {
-		return err
-	}
 	if err := s.cfg.Reports.Record(r.Context(), a, "anomalies", "", "report:anomalies",
 		map[string]any{"from": from.Format(time.RFC3339), "to": to.Format(time.RFC3339)}); err != nil {
 		return err
@@ -396,6 +397,10 @@ func (s *Server) anomalyReport(w http.ResponseWriter, r *http.Request, p authn.P
 }
 
 func (s *Server) disclosureReport(w http.ResponseWriter, r *http.Request, p authn.Principal) error {
+	a := reportActor(p)
+	if err := s.cfg.Reports.Allow(r.Context(), a, opgate.AllSites); err != nil {
+		return err
+	}
 	f, err := formatOf(r)
 	if err != nil {
 		return err
@@ -406,10 +411,6 @@ func (s *Server) disclosureReport(w http.ResponseWriter, r *http.Request, p auth
 	}
 	q := report.DisclosureQuery{ResourceType: r.URL.Query().Get("resource_type"), ResourceID: r.URL.Query().Get("resource_id"), From: from, To: to.Add(time.Microsecond)}
 	if err := report.ValidateDisclosure(q); err != nil {
-		return err
-	}
-	a := reportActor(p)
-	if err := s.cfg.Reports.Allow(r.Context(), a, opgate.AllSites); err != nil {
 		return err
 	}
 	// Who asked for a resident's disclosure is itself history.

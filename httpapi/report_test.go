@@ -250,7 +250,15 @@ func TestDisclosureAndAnomalies(t *testing.T) {
 		// span every site.
 		chief := r.issue(t, "honcho", "7199", nil)
 		r.grant(t, chief, "section_chief", "honcho", nil)
-		r.must(t, 403, "GET", "/v1/reports/anomalies", r.token(t, chief, "honcho", "admin-console"), nil)
+		ctok := r.token(t, chief, "honcho", "admin-console")
+		r.must(t, 403, "GET", "/v1/reports/anomalies", ctok, nil)
+		// Refused before the request's content is read: bad parameters
+		// tell them nothing either (API.md, Conventions).
+		for _, path := range []string{"/v1/reports/anomalies?from=zz", "/v1/reports/checklist?format=pdf",
+			"/v1/reports/disclosure?resource_type=resident&resource_id=x&from=zz", "/v1/reports/ledger?site_id=kita&format=pdf",
+			"/v1/reports/dormant?site_id=kita&format=pdf"} {
+			checkProblem(t, r.call(t, "GET", path, ctok, nil), 403, "forbidden")
+		}
 	})
 }
 
