@@ -189,8 +189,8 @@ func (p Policy) Validate() error {
 		bad("password_operators", "at most 1000 operators")
 	}
 	for _, op := range p.PasswordOperators {
-		if op == "" || len(op) > 64 {
-			bad("password_operators", "operator IDs of 1 to 64 bytes")
+		if !operatorIDPattern(op) {
+			bad("password_operators", fmt.Sprintf("%q is not an operator ID (upper-case letters, digits and dashes, at most 64)", op))
 			break
 		}
 	}
@@ -217,6 +217,21 @@ func (p Policy) Validate() error {
 		return &ValidationError{Fields: fe}
 	}
 	return nil
+}
+
+// operatorIDPattern accepts what operator IDs are made of (OP-7Q2K9X4M),
+// as a login normalises them: nothing else can ever match a login, and
+// text such as a NUL would only be refused later, by the database.
+func operatorIDPattern(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func aaguidPattern(s string) bool {

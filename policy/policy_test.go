@@ -72,6 +72,8 @@ func TestValidate(t *testing.T) {
 		{"good AAGUID", func(p *Policy) { p.Cards.AllowedAAGUIDs = []string{"2fc0579f-8113-47ea-b116-bb5a8db9202a"} }, nil},
 		{"password operators", func(p *Policy) { p.PasswordOperators = []string{"OP-7Q2K9X4M"} }, nil},
 		{"empty password operator", func(p *Policy) { p.PasswordOperators = []string{""} }, []string{"password_operators"}},
+		{"password operator with a NUL", func(p *Policy) { p.PasswordOperators = []string{"OP-\x00X"} }, []string{"password_operators"}},
+		{"password operator in lower case", func(p *Policy) { p.PasswordOperators = []string{"op-7q2k9x4m"} }, []string{"password_operators"}},
 		{"everything wrong at once", func(p *Policy) { p.Lockout.Threshold, p.Password.History = 0, 99 }, []string{"lockout.threshold", "password.history"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -50,12 +50,16 @@ func (w *Web) policySave(p *page) error {
 	if !cur.ok() {
 		return cur.err()
 	}
+	if !json.Valid([]byte(doc)) {
+		// Whether previewed or confirmed: a document that is not JSON is
+		// the editor's mistake (400), not the server's.
+		p.rw.WriteHeader(400)
+		p.renderWith("policy", "policy.title", policyData{Document: doc}, "", p.T("policy.malformed"))
+		return nil
+	}
 	if p.r.PostFormValue("confirm") != "yes" {
 		var next any
-		if err := json.Unmarshal([]byte(doc), &next); err != nil {
-			p.renderWith("policy", "policy.title", policyData{Document: doc}, "", p.T("policy.malformed"))
-			return nil
-		}
+		_ = json.Unmarshal([]byte(doc), &next)
 		var old any
 		_ = json.Unmarshal(cur.Body, &old)
 		changes := diff("", old, next)

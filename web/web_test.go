@@ -435,3 +435,17 @@ func TestPasswordExpiringSoon(t *testing.T) {
 		t.Errorf("no expiry notice")
 	}
 }
+
+// TestMalformedPolicyDocument: a policy document that is not JSON is the
+// editor's mistake, said as such (400), whether previewed or confirmed.
+func TestMalformedPolicyDocument(t *testing.T) {
+	r := newRig(t)
+	admin := r.client("ja")
+	admin.login(r.op("管理 花子"))
+	for _, confirm := range []string{"", "yes"} {
+		p := admin.post("/admin/policy", url.Values{"document": {`{"login_methods":`}, "confirm": {confirm}})
+		if p.Status != 400 {
+			t.Errorf("confirm=%q: status %d, want 400: %s", confirm, p.Status, p.Body)
+		}
+	}
+}
