@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"slices"
@@ -413,6 +414,16 @@ func testBadInput(t *testing.T, r *rig, f badFixture) {
 		if rt.wrongType == "lockout.threshold" {
 			cases[3].body = `{"lockout": {"threshold": ["` + echo + `"]}}`
 		}
+		// A key only a case-insensitive reader would take, or one given
+		// twice (the last would win): two readers of the body could see
+		// different requests.
+		keys := slices.Sorted(maps.Keys(rt.valid))
+		key := keys[0]
+		dup := `{"` + key + `": ` + mustJSON(t, rt.valid[key]) + `, ` + valid[1:]
+		cases = append(cases,
+			badCase{name: "key in another case", body: mustJSON(t, with(without(rt.valid, key), strings.ToUpper(key), rt.valid[key])),
+				status: 400, code: "validation_failed", wantField: strings.ToUpper(key)},
+			badCase{name: "key given twice", body: dup, status: 400, code: "validation_failed", wantField: key})
 		if rt.required != "" {
 			cases = append(cases, badCase{name: "missing " + rt.required, body: mustJSON(t, without(rt.valid, rt.required)),
 				status: 400, code: "validation_failed", wantField: rt.required})

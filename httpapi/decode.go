@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/opgate/opgate/internal/jsonstrict"
 )
 
 // decode reads one JSON object into dst, refusing unknown fields, wrong
@@ -33,6 +35,10 @@ func decode(r *http.Request, dst any, optional bool) error {
 			return nil
 		}
 		return invalid("body", "a JSON object is required")
+	}
+	if err := jsonstrict.Check(body, dst); err != nil {
+		ke, _ := errors.AsType[*jsonstrict.KeyError](err)
+		return invalid(truncate(ke.Path, 64), ke.Reason)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()

@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/opgate/opgate/internal/jsonstrict"
 )
 
 // Login methods a site may require.
@@ -363,6 +365,10 @@ func nonNil(s []string) []string {
 // it does not know about. The version is the store's business and ignored.
 func Decode(b []byte) (Policy, error) {
 	d := docOf(Default())
+	if err := jsonstrict.Check(b, &d); err != nil {
+		ke, _ := errors.AsType[*jsonstrict.KeyError](err)
+		return Policy{}, &ValidationError{Fields: []FieldError{{ke.Path, ke.Reason}}}
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&d); err != nil {
