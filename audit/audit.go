@@ -255,6 +255,8 @@ type Result struct {
 	HeadHash    []byte
 	FirstBadSeq int64 // 0 when OK
 	Problem     string
+
+	attested bool // a purge event in the walk names the anchor
 }
 
 // Filter selects events for the history endpoints. Zero fields do not

@@ -2,7 +2,10 @@ package audit
 
 import (
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"runtime"
 	"sync"
 )
@@ -38,6 +41,20 @@ func VerifyChain(ctx context.Context, src Source) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	res, err := verifyFrom(ctx, src, anchor)
+	if err != nil || !res.OK || anchor.Seq == 0 || res.attested {
+		return res, err
+	}
+	// Events before the anchor are gone. Only a purge may remove them, and
+	// it says so in the chain itself, naming the anchor it left: an anchor
+	// moved any other way (one UPDATE of the head row) would let anyone
+	// with the database cut history off unseen.
+	return Result{Events: res.Events, FirstBadSeq: anchor.Seq,
+		Problem: fmt.Sprintf("the chain starts after seq %d, but no audit.purged event in it names that anchor: events were removed outside a purge", anchor.Seq)}, nil
+}
+
+func verifyFrom(ctx context.Context, src Source, anchor Anchor) (Result, error) {
+	var err error
 	headSeq, headHash, err := src.AuditHead(ctx)
 	if err != nil {
 		return Result{}, err
@@ -48,7 +65,7 @@ func VerifyChain(ctx context.Context, src Source) (Result, error) {
 		parts = min(runtime.GOMAXPROCS(0), int((headSeq-anchor.Seq)/minPart))
 	}
 	if parts <= 1 {
-		return verifyPart(ctx, src, anchor, headSeq, headHash)
+		return verifyPart(ctx, src, anchor, anchor, headSeq, headHash)
 	}
 	// Cut points, and the anchors that start each part.
 	bounds := make([]int64, parts+1)
@@ -61,7 +78,7 @@ func VerifyChain(ctx context.Context, src Source) (Result, error) {
 		if err != nil {
 			// A missing event at a cut point is a broken chain; let a
 			// single walk name the first bad event.
-			return verifyPart(ctx, src, anchor, headSeq, headHash)
+			return verifyPart(ctx, src, anchor, anchor, headSeq, headHash)
 		}
 		anchors[i] = Anchor{Seq: bounds[i], Hash: h}
 	}
@@ -75,7 +92,7 @@ func VerifyChain(ctx context.Context, src Source) (Result, error) {
 			if i == parts-1 {
 				endHash = headHash
 			}
-			results[i], errs[i] = verifyPart(ctx, part, anchors[i], bounds[i+1], endHash)
+			results[i], errs[i] = verifyPart(ctx, part, anchor, anchors[i], bounds[i+1], endHash)
 		})
 	}
 	wg.Wait()
@@ -91,6 +108,7 @@ func VerifyChain(ctx context.Context, src Source) (Result, error) {
 			return r, nil
 		}
 		total.HeadSeq, total.HeadHash = r.HeadSeq, r.HeadHash
+		total.attested = total.attested || r.attested
 	}
 	return total, nil
 }
@@ -107,14 +125,22 @@ func (r rangeSource) ScanAudit(ctx context.Context, after int64, fn func(Event) 
 
 // verifyPart walks from anchor to endSeq and, unless endHash is nil,
 // compares the last hash with it (the recorded head, for the last part).
-func verifyPart(ctx context.Context, src Source, anchor Anchor, endSeq int64, endHash []byte) (Result, error) {
+// It notes a purge event naming the chain's anchor, chainAnchor.
+func verifyPart(ctx context.Context, src Source, chainAnchor, anchor Anchor, endSeq int64, endHash []byte) (Result, error) {
 	v := NewVerifier(anchor)
+	attested := false
 	err := src.ScanAudit(ctx, anchor.Seq, func(e Event) error {
 		// Events appended after the head was read belong to the next walk.
 		if e.Seq > endSeq {
 			return errStop
 		}
-		return v.Next(e)
+		if err := v.Next(e); err != nil {
+			return err
+		}
+		if !attested && e.Type == AuditPurged {
+			attested = Attests(e, chainAnchor)
+		}
+		return nil
 	})
 	if err == nil || errors.Is(err, errStop) {
 		if endHash == nil {
@@ -125,7 +151,7 @@ func verifyPart(ctx context.Context, src Source, anchor Anchor, endSeq int64, en
 		err = v.Finish(endSeq, endHash)
 	}
 	seq, hash, n := v.Head()
-	res := Result{OK: err == nil, Events: n, HeadSeq: seq, HeadHash: hash}
+	res := Result{OK: err == nil, Events: n, HeadSeq: seq, HeadHash: hash, attested: attested}
 	var be *BrokenError
 	if errors.As(err, &be) {
 		res.FirstBadSeq, res.Problem = be.Seq, be.Reason
@@ -135,3 +161,17 @@ func verifyPart(ctx context.Context, src Source, anchor Anchor, endSeq int64, en
 }
 
 var errStop = errors.New("stop")
+
+// Attests reports whether e, an audit.purged event, names a as the anchor
+// its purge left. A purge recorded before the anchor's hash was written
+// into the event names its seq alone.
+func Attests(e Event, a Anchor) bool {
+	var d struct {
+		Seq  *int64 `json:"anchor_seq"`
+		Hash string `json:"anchor_hash"`
+	}
+	if e.Type != AuditPurged || json.Unmarshal(e.Data, &d) != nil || d.Seq == nil || *d.Seq != a.Seq {
+		return false
+	}
+	return d.Hash == "" || d.Hash == hex.EncodeToString(a.Hash)
+}

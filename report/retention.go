@@ -1,6 +1,7 @@
 package report
 
 import (
+	"encoding/hex"
 	"context"
 	"errors"
 	"time"
@@ -57,6 +58,11 @@ type PurgeDB interface {
 // ErrNothingToPurge is returned when no event is past its retention.
 var ErrNothingToPurge = errors.New("report: nothing past retention")
 
+// ErrChainBroken is returned, and nothing removed, when the history a
+// purge would remove does not verify: removing it would erase the
+// evidence and anchor on a forged hash.
+var ErrChainBroken = errors.New("report: the history to purge does not verify; nothing was removed")
+
 // Purge removes the history past retention and older than before, and
 // records one audit.purged event saying what went, in the same
 // transaction (R4.3). The chain stays verifiable: the store keeps the
@@ -77,7 +83,7 @@ func Purge(ctx context.Context, db PurgeDB, p policy.Policy, before, now time.Ti
 			types[k] = v
 		}
 		_, err = tx.AppendAudit(ctx, audit.Event{Type: audit.AuditPurged, At: now, ActorID: by, Resource: "audit",
-			Reason: "retention", Data: audit.D(map[string]any{"removed": out.Removed, "by_type": types, "anchor_seq": out.AnchorSeq,
+			Reason: "retention", Data: audit.D(map[string]any{"removed": out.Removed, "by_type": types, "anchor_seq": out.AnchorSeq, "anchor_hash": hex.EncodeToString(out.AnchorHash),
 				"before": before.UTC().Format(time.RFC3339), "cutoff_decisions": plan.Decisions.UTC().Format(time.RFC3339),
 				"cutoff_logins": plan.Logins.UTC().Format(time.RFC3339), "cutoff_other": plan.Other.UTC().Format(time.RFC3339)})})
 		return err

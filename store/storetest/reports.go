@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -34,6 +35,7 @@ func testReports(t *testing.T, open func(*testing.T) Harness) {
 		{"Events", testEvents},
 		{"Facts", testFacts},
 		{"Purge", testPurge},
+		{"PurgeBrokenHistory", testPurgeBrokenHistory},
 		{"Expiring", testExpiring},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -387,6 +389,48 @@ func testPurge(t *testing.T, open func(*testing.T) Harness) {
 	}
 	if err := verify(ctx, s); err != nil {
 		t.Fatalf("verify: %v", err)
+	}
+	// Nor may the anchor be moved by hand to cut more history off: the
+	// delete would pass the database's guard, but no purge event names
+	// that anchor, and verification says so.
+	if err := h.Exec(t, `UPDATE audit_head SET anchor_seq = 25, anchor_hash = (SELECT hash FROM audit_events WHERE seq = 25) WHERE id = 1`); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Exec(t, `DELETE FROM audit_events WHERE seq <= 25`); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := audit.VerifyChain(ctx, s); err != nil || r.OK || r.FirstBadSeq != 25 {
+		t.Fatalf("VerifyChain after the anchor was moved by hand: %+v %v", r, err)
+	}
+}
+
+// testPurgeBrokenHistory: a purge walks what it would remove and refuses,
+// removing nothing, when that part of the chain does not verify: purging
+// it would erase the evidence and anchor on a forged hash.
+func testPurgeBrokenHistory(t *testing.T, open func(*testing.T) Harness) {
+	h := open(t)
+	s := h.Store
+	ctx := t.Context()
+	old := ts(1, 0, 0).AddDate(-8, 0, 0)
+	write(t, s, func(ctx context.Context, tx store.Tx) error {
+		for i := range 10 {
+			if _, err := tx.AppendAudit(ctx, audit.Event{Type: audit.GrantRevoked, At: old.Add(time.Duration(i) * time.Hour), OperatorID: "op-a", Reason: "r"}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for _, q := range append(slices.Clone(h.Unguard), `UPDATE audit_events SET reason = 'rewritten' WHERE seq = 4`) {
+		if err := h.Exec(t, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := report.Purge(ctx, store.Runner[report.PurgeTx]{S: s}, policy.Default(), ts(1, 0, 0), ts(1, 0, 0), "")
+	if !errors.Is(err, report.ErrChainBroken) {
+		t.Fatalf("purging a broken history: %v, want %v", err, report.ErrChainBroken)
+	}
+	if left := scanAll(t, s, 0); len(left) != 10 {
+		t.Fatalf("%d events left, want all 10", len(left))
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -361,7 +363,8 @@ func (t *tx) PurgeAudit(ctx context.Context, p report.PurgePlan, when time.Time)
 		return out, err
 	}
 	var anchor int64
-	if err := t.row(ctx, `SELECT seq, hash, anchor_seq FROM audit_head WHERE id = 1`+t.forUpdate()).Scan(&t.headSeq, &t.headHash, &anchor); err != nil {
+	var anchorHash []byte
+	if err := t.row(ctx, `SELECT seq, hash, anchor_seq, anchor_hash FROM audit_head WHERE id = 1`+t.forUpdate()).Scan(&t.headSeq, &t.headHash, &anchor, &anchorHash); err != nil {
 		return out, t.db.translate(err)
 	}
 	t.headLocked = true
@@ -384,9 +387,35 @@ func (t *tx) PurgeAudit(ctx context.Context, p report.PurgePlan, when time.Time)
 	if through <= anchor {
 		return out, nil
 	}
-	var hash []byte
-	if err := t.row(ctx, `SELECT hash FROM audit_events WHERE seq = ?`, through).Scan(&hash); err != nil {
+	// What goes must verify, from the present anchor to the new one: the
+	// new anchor is the hash the walk computed, and a chain broken inside
+	// the range is reported, not purged away.
+	v := audit.NewVerifier(audit.Anchor{Seq: anchor, Hash: anchorHash})
+	vr, err := t.rows(ctx, `SELECT `+eventCols+` FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq`, anchor, through)
+	if err != nil {
+		return out, err
+	}
+	for vr.Next() {
+		e, err := scanEvent(vr)
+		if err == nil {
+			err = v.Next(e)
+		}
+		if err != nil {
+			vr.Close()
+			if _, ok := errors.AsType[*audit.BrokenError](err); ok {
+				return out, fmt.Errorf("%w: %v", report.ErrChainBroken, err)
+			}
+			return out, t.db.translate(err)
+		}
+	}
+	err = vr.Err()
+	vr.Close()
+	if err != nil {
 		return out, t.db.translate(err)
+	}
+	seq, hash, _ := v.Head()
+	if seq != through {
+		return out, fmt.Errorf("%w: the history ends at seq %d before seq %d", report.ErrChainBroken, seq, through)
 	}
 	r, err := t.rows(ctx, `SELECT type, COUNT(*) FROM audit_events WHERE seq > ? AND seq <= ? GROUP BY type ORDER BY type`, anchor, through)
 	if err != nil {
