@@ -83,15 +83,21 @@ func NewWriter(w io.Writer, f Format, t Table, head map[string]any) (Writer, err
 }
 
 // Escape defuses a cell that a spreadsheet would read as a formula: one
-// starting with = + - @, a tab or a carriage return gets a leading single
-// quote (OWASP, CSV injection). The quote shows; the formula never runs.
+// starting with = + - @, a tab, a carriage return or a line feed gets a
+// leading single quote (OWASP, CSV injection). So do their full-width
+// forms (＝ ＋ － ＠), which Japanese input produces as a matter of course
+// and some spreadsheets fold to ASCII before reading a formula, and any
+// of these behind leading spaces, which spreadsheets may trim. The quote
+// shows; the formula never runs.
 func Escape(s string) string {
-	if s == "" {
+	for _, r := range s {
+		switch r {
+		case '=', '+', '-', '@', '\t', '\r', '\n', '＝', '＋', '－', '＠':
+			return "'" + s
+		case ' ', '\u3000', '\u00a0':
+			continue // look past leading spaces, ideographic ones too
+		}
 		return s
-	}
-	switch s[0] {
-	case '=', '+', '-', '@', '\t', '\r':
-		return "'" + s
 	}
 	return s
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/opgate/opgate/report"
 )
@@ -19,7 +20,7 @@ func (c cells) Cells() []string { return append([]string(nil), c...) }
 // cell a spreadsheet would run as a formula gains exactly one leading
 // quote.
 func FuzzCSVCell(f *testing.F) {
-	for _, s := range []string{"", "=1+1", "+81", "-2", "@SUM(A1)", "\tx", "\rx", "住基 太郎", "a,b", "\"q\"", "line\nbreak", "'=already", "=HYPERLINK(\"http://x\")"} {
+	for _, s := range []string{"", "=1+1", "+81", "-2", "@SUM(A1)", "\tx", "\rx", "住基 太郎", "a,b", "\"q\"", "line\nbreak", "'=already", "=HYPERLINK(\"http://x\")", "＝HYPERLINK(\"http://x\")", "＋81", "  =1", "\u3000＠x", "\n=1"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -56,8 +57,12 @@ func FuzzCSVCell(f *testing.F) {
 		if strings.ReplaceAll(got, "\r", "") != want {
 			t.Fatalf("cell %q came back %q, want %q", s, got, want)
 		}
-		if e := report.Escape(s); e != "" && strings.ContainsRune("=+-@\t\r", rune(e[0])) {
-			t.Fatalf("cell %q starts a formula: %q", s, got)
+		// Past leading spaces (which spreadsheets may trim), no cell opens
+		// with a formula character, ASCII or full-width.
+		if first := strings.TrimLeft(report.Escape(s), " \u3000\u00a0"); first != "" {
+			if r, _ := utf8.DecodeRuneInString(first); strings.ContainsRune("=+-@\t\r\n＝＋－＠", r) {
+				t.Fatalf("cell %q starts a formula: %q", s, got)
+			}
 		}
 		if report.Escape(s) != s && report.Escape(s) != "'"+s {
 			t.Fatalf("escape changed more than a leading quote: %q", report.Escape(s))

@@ -1,8 +1,8 @@
 package report
 
 import (
-	"encoding/hex"
 	"context"
+	"encoding/hex"
 	"errors"
 	"time"
 
