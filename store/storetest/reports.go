@@ -170,6 +170,15 @@ func testLedger(t *testing.T, open func(*testing.T) Harness) {
 	if err := s.Ledger(t.Context(), "", ts(5, 0, 0), func(report.LedgerRow) error { n++; return nil }); err != nil || n != 3 {
 		t.Errorf("ledger of every site: %d rows, %v", n, err)
 	}
+	// Past its end, op-c's ID and grant count for nothing, swept or not:
+	// the ledger says expired.
+	rows = rows[:0]
+	if err := s.Ledger(t.Context(), siteA.ID, ts(29, 0, 0), func(r report.LedgerRow) error { rows = append(rows, r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 2 || rows[1].Status != "expired" || len(rows[1].Grants) != 1 || rows[1].Grants[0].Status != "expired" {
+		t.Errorf("op-c at its end: %+v", rows[1])
+	}
 }
 
 func testEvents(t *testing.T, open func(*testing.T) Harness) {
