@@ -166,6 +166,7 @@ func Score(f Facts, p policy.Policy, now time.Time) []ChecklistItem {
 }
 
 // reviewItem scores CL 18-2 from the last completed review of each site
+// (closed, no escalated item left undecided)
 // that has live grants: 3 when every one closed a review within a quarter
 // (100 days), 2 when every one did within a year, else 1.
 func reviewItem(f Facts, now time.Time) ChecklistItem {

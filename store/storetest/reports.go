@@ -274,6 +274,11 @@ func testFacts(t *testing.T, open func(*testing.T) Harness) {
 			tx.PutPassword(ctx, authn.PasswordRecord{OperatorID: "op-p", Hash: "$argon2id$x", SetAt: ts(1, 0, 0), ExpiresAt: ts(15, 0, 0)}),
 			tx.CreateReview(ctx, review.Campaign{ID: "R-1", SiteID: siteA.ID, DueAt: ts(10, 0, 0), OnUnreviewed: review.Escalate, Status: review.Closed,
 				CreatedAt: ts(1, 0, 0), ClosedAt: ts(9, 0, 0)}, nil),
+			// Closed later by the sweep with its item escalated and still
+			// undecided: nobody has reviewed it, so it is no completed review.
+			tx.CreateReview(ctx, review.Campaign{ID: "R-2", SiteID: siteA.ID, DueAt: ts(12, 0, 0), OnUnreviewed: review.Escalate, Status: review.Closed,
+				CreatedAt: ts(10, 0, 0), ClosedAt: ts(12, 0, 0)}, []review.Item{{ReviewID: "R-2", ID: "I-00001", GrantID: "g-a1", OperatorID: "op-p",
+				OperatorName: "職員 P", RoleID: "counter_clerk", GrantedBy: "op-chief", GrantedAt: ts(1, 10, 0), Hints: []string{}, Decision: review.Escalated}}),
 		}
 		for _, e := range []audit.Event{
 			{Type: audit.OperatorTransferred, At: ts(5, 0, 0), OperatorID: "op-m"},

@@ -338,7 +338,10 @@ func (db *DB) Facts(ctx context.Context, now time.Time, p policy.Policy) (report
 		for _, s := range sites {
 			f.LastReview[s] = time.Time{}
 		}
-		r, err := t.rows(ctx, `SELECT site_id, MAX(closed_at) FROM review_campaigns WHERE status = 'closed' GROUP BY site_id`)
+		// A campaign the sweep closed with items escalated and still
+		// undecided is no completed review: nobody has looked at them.
+		r, err := t.rows(ctx, `SELECT site_id, MAX(closed_at) FROM review_campaigns c WHERE status = 'closed'
+			AND NOT EXISTS (SELECT 1 FROM review_items i WHERE i.review_id = c.review_id AND i.decision = 'escalated') GROUP BY site_id`)
 		if err != nil {
 			return err
 		}
