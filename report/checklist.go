@@ -165,10 +165,10 @@ func Score(f Facts, p policy.Policy, now time.Time) []ChecklistItem {
 	return out
 }
 
-// reviewItem scores CL 18-2 from the last completed review of each site
-// (closed, no escalated item left undecided)
-// that has live grants: 3 when every one closed a review within a quarter
-// (100 days), 2 when every one did within a year, else 1.
+// reviewItem scores CL 18-2 from the last completed review (closed, with
+// no escalated item left undecided) of each site that has live grants: 3
+// when every one completed a review within a quarter (100 days), 2 when
+// every one did within a year, else 1.
 func reviewItem(f Facts, now time.Time) ChecklistItem {
 	const title = "担当業務の変更に伴い、利用者に付与された権限の見直しを定期的に行っている"
 	quarter, year, never := 0, 0, 0
