@@ -390,8 +390,13 @@ func TestChecklist(t *testing.T) {
 			t.Errorf("16-1 with a departed operator's card: %v", s)
 		}
 
-		// A review of honcho closed today.
+		// A review of honcho closed today, every item decided. Closed with
+		// its items escalated and undecided, it would not count.
 		id := r.must(t, 201, "POST", "/v1/reviews", r.admin(t), map[string]any{"site_id": "honcho", "due_at": r.Clock.Now().Add(time.Hour).Format(time.RFC3339)}).Map(t)["review_id"].(string)
+		for _, x := range r.must(t, 200, "GET", "/v1/reviews/"+id, r.admin(t), nil).Map(t)["items"].([]any) {
+			it := x.(map[string]any)
+			r.must(t, 200, "POST", "/v1/reviews/"+id+"/items/"+it["item_id"].(string), r.admin(t), map[string]any{"decision": "keep", "reason": "業務上必要"})
+		}
 		r.must(t, 200, "POST", "/v1/reviews/"+id+"/close", r.admin(t), nil)
 		if s := r.checklist(t)["18-2"]; s != 3 {
 			t.Errorf("18-2 after a review: %v", s)
