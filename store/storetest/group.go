@@ -101,3 +101,74 @@ func testMixedOutcomes(t *testing.T, open func(*testing.T) Harness) {
 		t.Fatalf("chain: %+v %v", res, err)
 	}
 }
+
+// testHistoryReadThenFailure: a transaction that reads the history (which
+// seals and writes the events pending before it, in a shared commit those
+// of other callers too) and then fails takes back only its own work: the
+// events of the caller committed with it before it stay, and the chain
+// verifies. Both run in one commit where the store groups them.
+func testHistoryReadThenFailure(t *testing.T, open func(*testing.T) Harness) {
+	s := open(t).Store
+	ctx := context.Background()
+	now := time.Date(2027, 4, 1, 9, 0, 0, 0, time.UTC)
+	// Keep every committer busy, so that the two callers below queue up
+	// and are batched together: blockers start one by one until one waits.
+	release := make(chan struct{})
+	var busy sync.WaitGroup
+	for range 16 {
+		started := make(chan struct{})
+		busy.Go(func() {
+			_ = s.InTx(ctx, func(store.Tx) error {
+				select {
+				case <-started:
+				default:
+					close(started)
+				}
+				<-release
+				return nil
+			})
+		})
+		select {
+		case <-started:
+			continue
+		case <-time.After(200 * time.Millisecond):
+		}
+		break
+	}
+	errPlanned := errors.New("planned failure")
+	var first, second error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		first = s.InTx(ctx, func(tx store.Tx) error {
+			_, err := tx.AppendAudit(ctx, audit.Event{Type: audit.PolicyChanged, At: now, ActorID: "OP-FIRST", Reason: "kept"})
+			return err
+		})
+	})
+	time.Sleep(50 * time.Millisecond) // queued behind the first
+	wg.Go(func() {
+		second = s.InTx(ctx, func(tx store.Tx) error {
+			if _, err := tx.AppendAudit(ctx, audit.Event{Type: audit.PolicyChanged, At: now, ActorID: "OP-SECOND", Reason: "undone"}); err != nil {
+				return err
+			}
+			if _, err := tx.ListAudit(ctx, audit.Filter{ActorID: "OP-FIRST"}); err != nil {
+				return err
+			}
+			return errPlanned
+		})
+	})
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	busy.Wait()
+	wg.Wait()
+	if first != nil || !errors.Is(second, errPlanned) {
+		t.Fatalf("first %v, second %v", first, second)
+	}
+	var actors []opgate.OperatorID
+	for _, e := range scanAll(t, s, 0) {
+		actors = append(actors, e.ActorID)
+	}
+	diff(t, "events", []opgate.OperatorID{"OP-FIRST"}, actors)
+	if err := verify(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+}

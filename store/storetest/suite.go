@@ -112,6 +112,7 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"ClaimConcurrent", testClaimConcurrent},
 		{"ForUpdateLosesNoUpdate", testForUpdateLosesNoUpdate},
 		{"MixedOutcomes", testMixedOutcomes},
+		{"HistoryReadThenFailure", testHistoryReadThenFailure},
 		{"Reports", testReports},
 	}
 	for _, tc := range tests {

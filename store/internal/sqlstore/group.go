@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/opgate/opgate/audit"
 	"github.com/opgate/opgate/store"
 )
 
@@ -36,6 +37,9 @@ type grouper struct {
 	queue chan request
 	stop  chan struct{}
 	wg    sync.WaitGroup
+	// stopped is closed once no committer runs and the queue has been
+	// answered: a request queued after that is answered by its caller.
+	stopped chan struct{}
 }
 
 // EnableGroupCommit starts n committers, each batching on a connection
@@ -44,7 +48,7 @@ type grouper struct {
 // while the chain's head lock still orders their commits. Call it once,
 // before use; Close stops them.
 func (db *DB) EnableGroupCommit(n int) {
-	g := &grouper{db: db, queue: make(chan request, 1024), stop: make(chan struct{})}
+	g := &grouper{db: db, queue: make(chan request, 1024), stop: make(chan struct{}), stopped: make(chan struct{})}
 	for range max(n, 1) {
 		g.wg.Add(1)
 		go g.loop()
@@ -64,8 +68,20 @@ func (g *grouper) submit(ctx context.Context, fn func(store.Tx) error) error {
 		return ctx.Err()
 	}
 	// Once queued, the request is answered whatever the caller's context
-	// does: it may already be inside a commit.
-	return <-r.done
+	// does: it may already be inside a commit. A select may queue it even
+	// after stop was closed, when no committer is left to read it; the
+	// last drain answers it, or, queued later still, nobody will.
+	select {
+	case err := <-r.done:
+		return err
+	case <-g.stopped:
+		select {
+		case err := <-r.done:
+			return err
+		default:
+			return errClosed
+		}
+	}
 }
 
 // gatherWait is how long a batch waits for callers that were in the last
@@ -128,6 +144,8 @@ func (g *grouper) drain() {
 func (g *grouper) close() {
 	close(g.stop)
 	g.wg.Wait()
+	g.drain()
+	close(g.stopped)
 }
 
 func (g *grouper) run(batch []request) {
@@ -143,7 +161,7 @@ func (g *grouper) run(batch []request) {
 		fail(fmt.Errorf("begin: %w", err))
 		return
 	}
-	t := &tx{db: db, tx: sqltx, pool: db.W}
+	t := &tx{db: db, tx: sqltx, pool: db.W, grouped: true}
 	for i, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			results[i] = err
@@ -192,7 +210,12 @@ func runFn(fn func(store.Tx) error, t *tx) (err error) {
 
 // txMark is what undo restores.
 type txMark struct {
-	pending    int
+	// pending is the events of the callers before this one, as they were:
+	// a read of the history inside this caller's function may have sealed
+	// and written them under its savepoint, and rolling that back takes
+	// them out of the database again, so they must be pending once more.
+	// (Sealing makes new values; this slice's elements never change.)
+	pending    []audit.Event
 	headLocked bool
 	headSeq    int64
 	headHash   []byte
@@ -200,7 +223,7 @@ type txMark struct {
 
 func (t *tx) mark() txMark {
 	t.spTaken = false
-	return txMark{len(t.pending), t.headLocked, t.headSeq, t.headHash}
+	return txMark{t.pending[:len(t.pending):len(t.pending)], t.headLocked, t.headSeq, t.headHash}
 }
 
 // undo rolls one caller's work back to its savepoint.
@@ -210,7 +233,7 @@ func (t *tx) undo(ctx context.Context, m txMark) error {
 			return err
 		}
 	}
-	t.pending = t.pending[:m.pending]
+	t.pending = m.pending
 	t.headLocked, t.headSeq, t.headHash = m.headLocked, m.headSeq, m.headHash
 	return nil
 }

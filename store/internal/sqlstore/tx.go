@@ -40,6 +40,21 @@ type tx struct {
 	savepoint string
 	spTaken   bool
 	lastSP    string
+	// grouped: the transaction is a batch's, shared by its callers.
+	grouped bool
+}
+
+// stmtCtx is the context a statement runs under. In a batch it is the
+// caller's without its cancellation: a client that went away cancels its
+// own statement in the driver, which on PostgreSQL (pgx closes the
+// connection) and on SQLite (an interrupt rolls back the whole
+// transaction) would end the transaction every caller in the batch
+// shares. Once queued, a caller is answered whatever its context does.
+func (t *tx) stmtCtx(ctx context.Context) context.Context {
+	if t.grouped {
+		return context.WithoutCancel(ctx)
+	}
+	return ctx
 }
 
 var _ store.Tx = (*tx)(nil)
@@ -76,6 +91,7 @@ func (t *tx) skipLocked() string {
 }
 
 func (t *tx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	ctx = t.stmtCtx(ctx)
 	if err := t.beforeStatement(); err != nil {
 		return nil, t.db.translate(err)
 	}
@@ -104,6 +120,7 @@ func (t *tx) execOne(ctx context.Context, query string, args ...any) error {
 }
 
 func (t *tx) row(ctx context.Context, query string, args ...any) *sql.Row {
+	ctx = t.stmtCtx(ctx)
 	// A failed savepoint leaves the transaction aborted: the query then
 	// fails too, and its error reaches the caller through Scan.
 	_ = t.beforeStatement()
@@ -114,6 +131,7 @@ func (t *tx) row(ctx context.Context, query string, args ...any) *sql.Row {
 }
 
 func (t *tx) rows(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	ctx = t.stmtCtx(ctx)
 	if err := t.beforeStatement(); err != nil {
 		return nil, t.db.translate(err)
 	}
@@ -265,7 +283,27 @@ func scanRole(s scanner) (roles.Role, error) {
 }
 
 func (t *tx) GetRole(ctx context.Context, id opgate.RoleID) (roles.Role, error) {
-	r, err := scanRole(t.row(ctx, `SELECT role_id, name, permissions, conflicts_with, built_in FROM roles WHERE role_id = ?`, id))
+	return t.getRole(ctx, id, "")
+}
+
+// GetRoleForUpdate reads a role and locks it until the transaction ends:
+// an edit judges the role's holders against the role as it stands.
+func (t *tx) GetRoleForUpdate(ctx context.Context, id opgate.RoleID) (roles.Role, error) {
+	return t.getRole(ctx, id, t.forUpdate())
+}
+
+// GetRoleForShare reads a role and keeps it from changing until the
+// transaction ends: a grant judges the role it gives as it stands.
+func (t *tx) GetRoleForShare(ctx context.Context, id opgate.RoleID) (roles.Role, error) {
+	lock := ""
+	if !t.readOnly {
+		lock = t.db.D.ForShare
+	}
+	return t.getRole(ctx, id, lock)
+}
+
+func (t *tx) getRole(ctx context.Context, id opgate.RoleID, lock string) (roles.Role, error) {
+	r, err := scanRole(t.row(ctx, `SELECT role_id, name, permissions, conflicts_with, built_in FROM roles WHERE role_id = ?`+lock, id))
 	return r, t.db.translate(err)
 }
 
