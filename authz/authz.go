@@ -118,6 +118,10 @@ type Tx interface {
 	ListGrants(ctx context.Context, f GrantFilter) ([]Grant, error)
 	ExpireGrants(ctx context.Context, now time.Time, limit int) ([]Grant, error)
 	GetRole(ctx context.Context, id opgate.RoleID) (roles.Role, error)
+	// GetRoleForUpdate locks the role until the transaction ends;
+	// GetRoleForShare keeps it from changing until then.
+	GetRoleForUpdate(ctx context.Context, id opgate.RoleID) (roles.Role, error)
+	GetRoleForShare(ctx context.Context, id opgate.RoleID) (roles.Role, error)
 	ListRoles(ctx context.Context) ([]roles.Role, error)
 	PutRole(ctx context.Context, r roles.Role) error
 	CreateApproval(ctx context.Context, a Approval) error

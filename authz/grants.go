@@ -85,7 +85,9 @@ func (s *Service) Grant(ctx context.Context, a Actor, r GrantRequest) (Grant, er
 		if o.Status == lifecycle.Retired || o.Status == lifecycle.Expired {
 			return fmt.Errorf("%w: operator is %s", ErrInvalidTarget, o.Status)
 		}
-		role, err := tx.GetRole(ctx, r.RoleID)
+		// The role as it stands until this grant commits: an edit of it
+		// judges its holders, this grant among them, under its own lock.
+		role, err := tx.GetRoleForShare(ctx, r.RoleID)
 		if errors.Is(err, opgate.ErrNotFound) {
 			return &ValidationError{Fields: []FieldError{{"role_id", "no such role"}}}
 		}
@@ -119,7 +121,7 @@ func (s *Service) Grant(ctx context.Context, a Actor, r GrantRequest) (Grant, er
 			held = append(held, gs...)
 		}
 		for _, h := range held {
-			other, err := tx.GetRole(ctx, h.RoleID)
+			other, err := tx.GetRoleForShare(ctx, h.RoleID)
 			if errors.Is(err, opgate.ErrNotFound) {
 				continue // a deleted role conflicts with nothing
 			}
@@ -356,7 +358,9 @@ func (s *Service) PutRole(ctx context.Context, a Actor, r roles.Role, create boo
 	}
 	now := s.clk.Now()
 	err := s.db.InTx(ctx, func(tx Tx) error {
-		old, err := tx.GetRole(ctx, r.ID)
+		// Locked: the holders are judged against the role as it stands
+		// (an edit read before another committed would write over it).
+		old, err := tx.GetRoleForUpdate(ctx, r.ID)
 		switch {
 		case err == nil && create:
 			return fmt.Errorf("%w: role %s exists", ErrConflict, r.ID)

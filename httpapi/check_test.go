@@ -2,7 +2,9 @@ package httpapi_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -246,6 +248,50 @@ func TestApprovalRacingTransfer(t *testing.T) {
 				wg.Wait()
 				if st := grantStatus(t, s, g); st == "active" || st == "pending_approval" {
 					t.Fatalf("round %d: the transferred operator's grant at the old site is %s", i, st)
+				}
+			}
+		})
+	}
+}
+
+// TestRoleEditsRacing: one edit takes a high-risk permission off a held
+// role while another, read before it, renames the role with the
+// permission still in it. Whatever the order, the permission must not
+// come back to the holders without a second person: the later edit is
+// judged against the role as the earlier one left it.
+func TestRoleEditsRacing(t *testing.T) {
+	for _, b := range servertest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			s := servertest.Start(t, b)
+			other := servertest.Join(t, s.Shared(), s.Clock)
+			admin := s.Admin
+			for round := range 6 {
+				id := fmt.Sprintf("dv-%d", round)
+				s.Must(201, "POST", "/v1/roles", admin, map[string]any{"role_id": id, "name": "支援措置", "permissions": []string{"resident.read", "resident.read_restricted"}})
+				op := s.Must(201, "POST", "/v1/operators", admin, map[string]any{"staff_number": fmt.Sprintf("95%02d", round), "name": "職員", "site_id": "honcho", "employment_type": "regular"}).Map(t)["operator_id"].(string)
+				g := s.Must(201, "POST", "/v1/operators/"+op+"/grants", admin, map[string]any{"role_id": id, "site_id": "honcho", "reason": "支援"}).Map(t)
+				approver := s.Must(201, "POST", "/v1/operators", admin, map[string]any{"staff_number": fmt.Sprintf("96%02d", round), "name": "課長", "site_id": "honcho", "employment_type": "regular"}).Map(t)["operator_id"].(string)
+				s.Must(201, "POST", "/v1/operators/"+approver+"/grants", admin, map[string]any{"role_id": "section_chief", "site_id": "honcho", "reason": "課長"})
+				s.Must(200, "POST", "/v1/grants/"+g["grant_id"].(string)+"/approve", s.Token(opID(approver), "honcho", "admin-console"), map[string]any{"reason": "承認"})
+				var wg sync.WaitGroup
+				wg.Go(func() {
+					s.Do("PUT", "/v1/roles/"+id, admin, map[string]any{"name": "支援措置", "permissions": []string{"resident.read"}})
+				})
+				wg.Go(func() {
+					other.Do("PUT", "/v1/roles/"+id, admin, map[string]any{"name": "支援措置 (改称)", "permissions": []string{"resident.read", "resident.read_restricted"}})
+				})
+				wg.Wait()
+				var role struct {
+					Permissions []string `json:"permissions"`
+				}
+				for _, r := range s.Must(200, "GET", "/v1/roles", admin, nil).Map(t)["items"].([]any) {
+					if m := r.(map[string]any); m["role_id"] == id {
+						b, _ := json.Marshal(m)
+						_ = json.Unmarshal(b, &role)
+					}
+				}
+				if slices.Contains(role.Permissions, "resident.read_restricted") {
+					t.Fatalf("round %d: the held role has resident.read_restricted again: %v", round, role.Permissions)
 				}
 			}
 		})

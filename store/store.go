@@ -52,6 +52,8 @@ type Tx interface {
 	// Roles.
 	PutRole(ctx context.Context, r roles.Role) error
 	GetRole(ctx context.Context, id opgate.RoleID) (roles.Role, error)
+	GetRoleForUpdate(ctx context.Context, id opgate.RoleID) (roles.Role, error)
+	GetRoleForShare(ctx context.Context, id opgate.RoleID) (roles.Role, error)
 	ListRoles(ctx context.Context) ([]roles.Role, error)
 
 	// Operators. GetOperatorForUpdate locks the row until the transaction ends.
