@@ -172,3 +172,28 @@ func testHistoryReadThenFailure(t *testing.T, open func(*testing.T) Harness) {
 		t.Fatal(err)
 	}
 }
+
+// testCloseAnswersEveryone: writers racing a Close are each answered,
+// done or refused, however their requests and the close interleave.
+func testCloseAnswersEveryone(t *testing.T, open func(*testing.T) Harness) {
+	s := open(t).Store
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			for s.InTx(ctx, func(store.Tx) error { return nil }) == nil {
+			}
+		})
+	}
+	time.Sleep(50 * time.Millisecond)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("writers still waiting ten seconds after Close")
+	}
+}

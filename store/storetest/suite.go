@@ -113,6 +113,7 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"ForUpdateLosesNoUpdate", testForUpdateLosesNoUpdate},
 		{"MixedOutcomes", testMixedOutcomes},
 		{"HistoryReadThenFailure", testHistoryReadThenFailure},
+		{"CloseAnswersEveryone", testCloseAnswersEveryone},
 		{"Reports", testReports},
 	}
 	for _, tc := range tests {
