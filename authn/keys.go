@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/opgate/opgate"
@@ -92,7 +93,16 @@ func storedKeys(ctx context.Context, tx KeyTx, sealer *KeySealer, now time.Time)
 		return nil, 0, err
 	}
 	var keys []SigningKey
-	for _, sk := range stored {
+	sealedSeen := false
+	for _, sk := range stored { // oldest first
+		if isSealed(sk) {
+			sealedSeen = true
+		} else if sealedSeen {
+			// Keys stored before sealing was turned on still read; one
+			// stored unsealed after a sealed one was written by a rotation
+			// run without the key-encryption key, and sits in every backup.
+			return nil, 0, fmt.Errorf("authn: signing key %s was stored unsealed after sealed keys: rotate again with OPGATE_KEY_ENCRYPTION_KEY_FILE set", sk.ID)
+		}
 		if !sk.NotAfter.IsZero() && !now.Before(sk.NotAfter) {
 			continue
 		}
@@ -148,6 +158,9 @@ func RotateSigningKeys(ctx context.Context, db KeyDB, sealer *KeySealer, now tim
 		stored, err := tx.ListSigningKeys(ctx)
 		if err != nil {
 			return err
+		}
+		if sealer == nil && slices.ContainsFunc(stored, isSealed) {
+			return fmt.Errorf("authn: the stored signing keys are sealed: set OPGATE_KEY_ENCRYPTION_KEY_FILE to rotate, or the new key would be stored in the clear")
 		}
 		for _, sk := range stored {
 			if sk.NotAfter.IsZero() {

@@ -70,6 +70,9 @@ func (s *KeySealer) seal(id string, pemBytes []byte) ([]byte, error) {
 	return []byte(sealedPrefix + base64.StdEncoding.EncodeToString(ct)), nil
 }
 
+// isSealed reports whether the store keeps k sealed.
+func isSealed(k StoredKey) bool { return bytes.HasPrefix(k.PEM, []byte(sealedPrefix)) }
+
 // open returns the PEM of a key as the store keeps it.
 func (s *KeySealer) open(id string, stored []byte) ([]byte, error) {
 	enc, sealed := bytes.CutPrefix(stored, []byte(sealedPrefix))

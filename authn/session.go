@@ -334,7 +334,7 @@ func (s *Sessions) entry(ctx context.Context, id opgate.SessionID) (cached, erro
 	}
 	// The idle clock restarts from what the store last recorded.
 	seen := ss.LastSeenAt.UnixMicro()
-	_ = s.cache.Put(ctx, seenKey(id), []byte(fmt.Sprint(seen)), time.Until(time.UnixMicro(e.Expires))+time.Minute)
+	_ = s.cache.Put(ctx, seenKey(id), []byte(fmt.Sprint(seen)), time.UnixMicro(e.Expires).Sub(s.clk.Now())+time.Minute)
 	return e, nil
 }
 

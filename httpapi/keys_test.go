@@ -151,11 +151,35 @@ func TestSigningKeysSealedInTheStore(t *testing.T) {
 			t.Errorf("key %s stored unsealed: %.40s", k.ID, k.PEM)
 		}
 	}
+	// A rotation run without the key-encryption key would store the new
+	// key in the clear: it is refused.
+	if _, err := authn.RotateSigningKeys(ctx, store.Runner[authn.KeyTx]{S: s.App.Store}, nil, s.Clock.Now(), time.Hour); err == nil {
+		t.Error("a rotation without the key-encryption key went through")
+	}
 	for name, file := range map[string]string{"no key-encryption key": "", "another key-encryption key": kekFile("other")} {
 		_, err := server.Wire(ctx, server.Config{Issuer: "opgate-test", RPID: "localhost", RPOrigins: []string{servertest.Origin},
 			KeyEncryptionKeyFile: file}, s.App.Store, s.App.Eph, s.Clock, slog.New(slog.NewJSONHandler(io.Discard, nil)))
 		if err == nil {
 			t.Errorf("%s: a replica started on sealed keys", name)
 		}
+	}
+	// A key stored in the clear after sealed ones (a rotation by an older
+	// build, or by hand) is refused, not signed with.
+	clear, err := authn.GenerateSigningKey(s.Clock.Now().Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemBytes, err := authn.MarshalSigningKey(clear)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.App.Store.InTx(ctx, func(tx store.Tx) error {
+		return tx.AddSigningKey(ctx, authn.StoredKey{ID: clear.ID, PEM: pemBytes, CreatedAt: s.Clock.Now().Add(time.Second)})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := server.Wire(ctx, server.Config{Issuer: "opgate-test", RPID: "localhost", RPOrigins: []string{servertest.Origin},
+		KeyEncryptionKeyFile: kek}, s.App.Store, s.App.Eph, s.Clock, slog.New(slog.NewJSONHandler(io.Discard, nil))); err == nil {
+		t.Error("a replica started with a key stored in the clear after sealed ones")
 	}
 }
