@@ -29,11 +29,53 @@ func TestOperatorLifecycle(t *testing.T) {
 			fn   func(*testing.T, *rig)
 		}{
 			{"retire", testRetire}, {"suspend and reinstate", testSuspendReinstate}, {"unlock", testUnlock},
-			{"scheduled changes", testScheduledChanges}, {"expiry", testExpiry}, {"a chief's changes", testChiefsChanges},
+			{"scheduled changes", testScheduledChanges}, {"expiry", testExpiry}, {"a chief's changes", testChiefsChanges}, {"stale transfers", testStaleTransfers},
 		} {
 			t.Run(c.name, func(t *testing.T) { c.fn(t, r) })
 		}
 	})
+}
+
+// testStaleTransfers: a dated transfer moves the operator from where they
+// were when it was decided, and nothing else: a duplicate finds them
+// already there, one overtaken by another move finds them elsewhere. Each
+// fails, and the rights the new site gave meanwhile stay.
+func testStaleTransfers(t *testing.T, r *rig) {
+	r.site(t, "minami")
+	start := r.Clock.Now()
+	at := func(h int) string { return start.Add(time.Duration(h) * time.Hour).Format(time.RFC3339) }
+	dup := r.issue(t, "honcho", "6501", nil)
+	moved := r.issue(t, "honcho", "6502", nil)
+	first := r.must(t, 202, "POST", "/v1/operators/"+dup+"/transfer", r.admin(t), map[string]any{"to_site_id": "kita", "reason": "4月異動", "effective_at": at(1)}).Map(t)["change_id"].(string)
+	again := r.must(t, 202, "POST", "/v1/operators/"+dup+"/transfer", r.admin(t), map[string]any{"to_site_id": "kita", "reason": "4月異動 (再送)", "effective_at": at(2)}).Map(t)["change_id"].(string)
+	stale := r.must(t, 202, "POST", "/v1/operators/"+moved+"/transfer", r.admin(t), map[string]any{"to_site_id": "kita", "reason": "4月異動", "effective_at": at(2)}).Map(t)["change_id"].(string)
+	r.must(t, 200, "POST", "/v1/operators/"+moved+"/transfer", r.admin(t), map[string]any{"to_site_id": "minami", "reason": "急な異動"})
+
+	r.Clock.Set(start.Add(time.Hour + time.Second))
+	r.App.Sweep(t.Context(), start)
+	// kita's chief gives the newcomer a role; minami's has given one too.
+	g := r.grant(t, dup, "counter_clerk", "kita", nil)["grant_id"].(string)
+	gm := r.grant(t, moved, "counter_clerk", "minami", nil)["grant_id"].(string)
+
+	r.Clock.Set(start.Add(2*time.Hour + time.Second))
+	r.App.Sweep(t.Context(), start)
+	status := map[string]string{}
+	for _, c := range r.walkList(t, "/v1/scheduled-changes", r.admin(t), nil, 100) {
+		status[c["change_id"].(string)] = c["status"].(string)
+	}
+	if d := cmp.Diff(map[string]string{first: "applied", again: "failed", stale: "failed"},
+		map[string]string{first: status[first], again: status[again], stale: status[stale]}); d != "" {
+		t.Errorf("changes (-want +got):\n%s", d)
+	}
+	for op, want := range map[string]struct{ site, grant string }{dup: {"kita", g}, moved: {"minami", gm}} {
+		o := r.operator(t, op)
+		if o["site_id"] != want.site {
+			t.Errorf("%s at %v, want %s", op, o["site_id"], want.site)
+		}
+		if d := cmp.Diff([]string{"active"}, statuses(o["grants"])); d != "" {
+			t.Errorf("%s's grants (-want +got):\n%s", op, d)
+		}
+	}
 }
 
 // testChiefsChanges: a chief of kita sees, page after page, every change

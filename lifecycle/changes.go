@@ -101,6 +101,9 @@ func (s *Service) change(ctx context.Context, a Actor, c Change) (Outcome, error
 		if err := s.check(ctx, tx, o, c); err != nil {
 			return err
 		}
+		if c.Kind == ChangeTransfer {
+			c.FromSiteID = o.SiteID
+		}
 		if err := tx.CreateChange(ctx, c); err != nil {
 			return err
 		}
@@ -121,6 +124,16 @@ func (s *Service) check(ctx context.Context, tx Tx, o Operator, c Change) error 
 	if c.Kind == ChangeTransfer {
 		if o.Status == Expired {
 			return fmt.Errorf("%w: operator %s has expired", ErrInvalidState, o.ID)
+		}
+		// A dated transfer moves the operator from where they were when it
+		// was decided. Already there (a duplicate), or moved elsewhere
+		// since, it would end the rights the new site has given them, on
+		// the word of a chief who may no longer manage them.
+		if o.SiteID == c.ToSiteID {
+			return fmt.Errorf("%w: operator %s is already at %s", ErrConflict, o.ID, c.ToSiteID)
+		}
+		if c.FromSiteID != "" && o.SiteID != c.FromSiteID {
+			return fmt.Errorf("%w: operator %s moved from %s to %s after this transfer was scheduled", ErrConflict, o.ID, c.FromSiteID, o.SiteID)
 		}
 		if _, err := tx.GetSite(ctx, c.ToSiteID); err != nil {
 			if isNotFound(err) {

@@ -117,10 +117,13 @@ const (
 
 // Change is a transfer or retirement dated ahead (R1.5).
 type Change struct {
-	ID          opgate.ChangeID
-	OperatorID  opgate.OperatorID
-	Kind        ChangeKind
-	ToSiteID    opgate.SiteID // transfers only
+	ID         opgate.ChangeID
+	OperatorID opgate.OperatorID
+	Kind       ChangeKind
+	ToSiteID   opgate.SiteID // transfers only
+	// FromSiteID is where the operator was when a transfer was scheduled
+	// ("" for changes that carry none).
+	FromSiteID  opgate.SiteID
 	Reason      string
 	EffectiveAt time.Time
 	CreatedBy   opgate.OperatorID

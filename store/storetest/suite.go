@@ -763,7 +763,7 @@ func testEndedSessionsSince(t *testing.T, open func(*testing.T) Harness) {
 
 func change(id opgate.ChangeID, op opgate.OperatorID, eff time.Time, status lifecycle.ChangeStatus) lifecycle.Change {
 	return lifecycle.Change{
-		ID: id, OperatorID: op, Kind: lifecycle.ChangeTransfer, ToSiteID: siteB.ID, Reason: "人事異動",
+		ID: id, OperatorID: op, Kind: lifecycle.ChangeTransfer, ToSiteID: siteB.ID, FromSiteID: siteA.ID, Reason: "人事異動",
 		EffectiveAt: eff, CreatedBy: "op-chief", CreatedAt: ts(1, 12, 0), Status: status,
 	}
 }

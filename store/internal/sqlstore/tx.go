@@ -692,20 +692,20 @@ func (t *tx) EndedSessionsSince(ctx context.Context, since time.Time) ([]opgate.
 
 // ---- scheduled changes
 
-const changeCols = `change_id, operator_id, kind, to_site_id, reason, effective_at, created_by, created_at, status, done_at, error`
+const changeCols = `change_id, operator_id, kind, to_site_id, reason, effective_at, created_by, created_at, status, done_at, error, from_site_id`
 
 func scanChange(s scanner) (lifecycle.Change, error) {
 	var c lifecycle.Change
 	var eff, created int64
 	var done sql.NullInt64
-	err := s.Scan(&c.ID, &c.OperatorID, &c.Kind, &c.ToSiteID, &c.Reason, &eff, &c.CreatedBy, &created, &c.Status, &done, &c.Error)
+	err := s.Scan(&c.ID, &c.OperatorID, &c.Kind, &c.ToSiteID, &c.Reason, &eff, &c.CreatedBy, &created, &c.Status, &done, &c.Error, &c.FromSiteID)
 	c.EffectiveAt, c.CreatedAt, c.DoneAt = at(eff), at(created), fromMicros(done)
 	return c, err
 }
 
 func (t *tx) CreateChange(ctx context.Context, c lifecycle.Change) error {
-	_, err := t.exec(ctx, `INSERT INTO scheduled_changes (`+changeCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		c.ID, c.OperatorID, c.Kind, c.ToSiteID, c.Reason, must(c.EffectiveAt), c.CreatedBy, must(c.CreatedAt), c.Status, micros(c.DoneAt), c.Error)
+	_, err := t.exec(ctx, `INSERT INTO scheduled_changes (`+changeCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.ID, c.OperatorID, c.Kind, c.ToSiteID, c.Reason, must(c.EffectiveAt), c.CreatedBy, must(c.CreatedAt), c.Status, micros(c.DoneAt), c.Error, c.FromSiteID)
 	return err
 }
 
