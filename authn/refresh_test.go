@@ -40,20 +40,7 @@ func (c *racingCache) Put(ctx context.Context, key string, value []byte, ttl tim
 // ended meanwhile.
 func TestRefreshKeepsATombstone(t *testing.T) {
 	ctx := context.Background()
-	clk := clocktest.New()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "opgate.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	key, err := authn.GenerateSigningKey(clk.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := authn.NewTokens(authn.TokenConfig{Issuer: "opgate", Keys: []authn.SigningKey{key}, Clock: clk})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, tokens, clk := sqliteAndTokens(t)
 	cache := &racingCache{Store: memory.New(memory.Config{Clock: clk})}
 	sessions := sessionsOn(t, st, cache, tokens, clk)
 	iss, err := sessions.Start(ctx, authn.Start{OperatorID: "OP-12345678", SiteID: "honcho", TerminalID: "t1", AMR: []string{"hwk", "user"}})
@@ -86,15 +73,8 @@ func TestRefreshKeepsATombstone(t *testing.T) {
 // read from st, and seeds the site honcho and operator OP-12345678 there.
 func sessionsOn(tb testing.TB, st store.Store, cache ephemeral.Store, tokens *authn.Tokens, clk *clocktest.Clock) *authn.Sessions {
 	tb.Helper()
+	sessions := sessionsOnly(tb, st, cache, tokens, clk)
 	ctx := context.Background()
-	pol := policy.NewSource(func(ctx context.Context) (policy.Policy, error) {
-		return policy.Load(ctx, store.Runner[policy.Tx]{S: st})
-	}, clk, time.Hour)
-	sessions, err := authn.NewSessions(authn.SessionConfig{DB: store.Runner[authn.SessionTx]{S: st}, Cache: cache, Tokens: tokens, Policy: pol,
-		IsNotFound: func(err error) bool { return errors.Is(err, ephemeral.ErrNotFound) }, Clock: clk})
-	if err != nil {
-		tb.Fatal(err)
-	}
 	now := clk.Now()
 	if err := st.InTx(ctx, func(tx store.Tx) error {
 		if err := tx.CreateSite(ctx, lifecycle.Site{ID: "honcho", Name: "本町", MunicipalityCode: "132152", CreatedAt: now}); err != nil {
@@ -106,4 +86,81 @@ func sessionsOn(tb testing.TB, st store.Store, cache ephemeral.Store, tokens *au
 		tb.Fatal(err)
 	}
 	return sessions
+}
+
+// unreachableCache refuses every write, as a cache behind a partition.
+type unreachableCache struct{ ephemeral.Store }
+
+func (unreachableCache) Put(context.Context, string, []byte, time.Duration) error {
+	return errors.New("cache unreachable")
+}
+
+// TestReconcileSaysWhenTombstonesAreMissing: sessions ended while the
+// cache was unreachable have no tombstone; Reconcile must say it could
+// not write them, so that its caller asks for the same window again
+// rather than move past sessions every replica would still accept.
+func TestReconcileSaysWhenTombstonesAreMissing(t *testing.T) {
+	ctx := context.Background()
+	st, tokens, clk := sqliteAndTokens(t)
+	mem := memory.New(memory.Config{Clock: clk})
+	sessions := sessionsOn(t, st, mem, tokens, clk)
+	iss, err := sessions.Start(ctx, authn.Start{OperatorID: "OP-12345678", SiteID: "honcho", TerminalID: "t1", AMR: []string{"hwk", "user"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := clk.Now()
+	if err := st.InTx(ctx, func(tx store.Tx) error {
+		_, err := tx.EndSessions(ctx, authn.SessionScope{OperatorID: "OP-12345678"}, clk.Now(), "retired")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cut := sessionsOnly(t, st, unreachableCache{mem}, tokens, clk)
+	if err := cut.Reconcile(ctx, since); err == nil {
+		t.Fatal("Reconcile reported success with no tombstone written")
+	}
+	if _, err := sessions.Authenticate(ctx, iss.AccessToken); err != nil {
+		t.Fatalf("the session should still pass on the stale cache before a good reconcile: %v", err)
+	}
+	if err := sessions.Reconcile(ctx, since); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sessions.Authenticate(ctx, iss.AccessToken); !errors.Is(err, authn.ErrUnauthenticated) {
+		t.Fatalf("after the repeated reconcile: %v", err)
+	}
+}
+
+// sessionsOnly builds the session service on st and cache, seeding nothing.
+func sessionsOnly(tb testing.TB, st store.Store, cache ephemeral.Store, tokens *authn.Tokens, clk *clocktest.Clock) *authn.Sessions {
+	tb.Helper()
+	pol := policy.NewSource(func(ctx context.Context) (policy.Policy, error) {
+		return policy.Load(ctx, store.Runner[policy.Tx]{S: st})
+	}, clk, time.Hour)
+	sessions, err := authn.NewSessions(authn.SessionConfig{DB: store.Runner[authn.SessionTx]{S: st}, Cache: cache, Tokens: tokens, Policy: pol,
+		IsNotFound: func(err error) bool { return errors.Is(err, ephemeral.ErrNotFound) }, Clock: clk})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return sessions
+}
+
+// sqliteAndTokens opens an empty SQLite store, closed when t ends, and
+// a token service with one key, on a test clock.
+func sqliteAndTokens(t *testing.T) (store.Store, *authn.Tokens, *clocktest.Clock) {
+	t.Helper()
+	clk := clocktest.New()
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "opgate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	key, err := authn.GenerateSigningKey(clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := authn.NewTokens(authn.TokenConfig{Issuer: "opgate", Keys: []authn.SigningKey{key}, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, tokens, clk
 }

@@ -222,20 +222,33 @@ const tombstoneTTL = 8 * 24 * time.Hour
 // replica refuses them from now on. It is called after the commit that
 // ended them; if the cache cannot be reached, Reconcile repairs it.
 func (s *Sessions) SessionsEnded(ctx context.Context, ids []opgate.SessionID) {
+	_ = s.tombstones(ctx, ids)
+}
+
+// tombstones writes them all, and returns the first failure.
+func (s *Sessions) tombstones(ctx context.Context, ids []opgate.SessionID) error {
 	b, _ := json.Marshal(cached{Ended: true})
+	var first error
 	for _, id := range ids {
-		_ = s.cache.Put(ctx, sessionKey(id), b, tombstoneTTL)
+		if err := s.cache.Put(ctx, sessionKey(id), b, tombstoneTTL); err != nil && first == nil {
+			first = err
+		}
 	}
+	return first
 }
 
 // Reconcile rewrites tombstones for sessions ended since t, for a cache
-// that was unreachable or lost when they ended.
+// that was unreachable or lost when they ended. It fails if any could not
+// be written, so that the caller tries the same window again rather than
+// move past a session that every replica would still accept.
 func (s *Sessions) Reconcile(ctx context.Context, since time.Time) error {
 	var ids []opgate.SessionID
 	if err := s.db.View(ctx, func(tx SessionTx) (err error) { ids, err = tx.EndedSessionsSince(ctx, since); return }); err != nil {
 		return err
 	}
-	s.SessionsEnded(ctx, ids)
+	if err := s.tombstones(ctx, ids); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
 	return nil
 }
 

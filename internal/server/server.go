@@ -157,7 +157,11 @@ func (a *App) ready(ctx context.Context) error {
 // past valid_until, and tombstones for sessions whose end the cache may
 // have missed. Each part is exported by its package so that tests call it
 // after moving the clock.
-func (a *App) Sweep(ctx context.Context, since time.Time) {
+func (a *App) Sweep(ctx context.Context, since time.Time) { a.sweep(ctx, since) }
+
+// sweep reports whether the session tombstones of the window are all
+// written: until they are, the scheduler keeps asking from the same time.
+func (a *App) sweep(ctx context.Context, since time.Time) (reconciled bool) {
 	if n, err := a.Lifecycle.Sweep(ctx); err != nil {
 		a.log.ErrorContext(ctx, "lifecycle sweep", "error", err.Error())
 	} else if n > 0 {
@@ -180,8 +184,10 @@ func (a *App) Sweep(ctx context.Context, since time.Time) {
 			a.log.InfoContext(ctx, "dormant sweep", "suspended", n)
 		}
 	}
+	reconciled = true
 	if err := a.Sessions.Reconcile(ctx, since); err != nil {
 		a.log.WarnContext(ctx, "session reconcile", "error", err.Error())
+		reconciled = false
 	}
 	// Keys rotated elsewhere (another replica, `opgate keys rotate`) are
 	// picked up here, so that JWKS and verification follow the store.
@@ -190,6 +196,7 @@ func (a *App) Sweep(ctx context.Context, since time.Time) {
 			a.log.WarnContext(ctx, "signing key reload", "error", err.Error())
 		}
 	}
+	return reconciled
 }
 
 func (a *App) dormantDue() bool {
@@ -234,8 +241,11 @@ func (a *App) Scheduler(ctx context.Context, every time.Duration) {
 			return
 		case <-t.C:
 			now := a.clk.Now()
-			a.Sweep(ctx, last.Add(-5*time.Second))
-			last = now
+			// A window whose tombstones could not all be written (the
+			// cache unreachable) is asked for again next time.
+			if a.sweep(ctx, last.Add(-5*time.Second)) {
+				last = now
+			}
 		}
 	}
 }
