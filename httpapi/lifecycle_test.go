@@ -49,6 +49,10 @@ func testStaleTransfers(t *testing.T, r *rig) {
 	first := r.must(t, 202, "POST", "/v1/operators/"+dup+"/transfer", r.admin(t), map[string]any{"to_site_id": "kita", "reason": "4月異動", "effective_at": at(1)}).Map(t)["change_id"].(string)
 	again := r.must(t, 202, "POST", "/v1/operators/"+dup+"/transfer", r.admin(t), map[string]any{"to_site_id": "kita", "reason": "4月異動 (再送)", "effective_at": at(2)}).Map(t)["change_id"].(string)
 	stale := r.must(t, 202, "POST", "/v1/operators/"+moved+"/transfer", r.admin(t), map[string]any{"to_site_id": "kita", "reason": "4月異動", "effective_at": at(2)}).Map(t)["change_id"].(string)
+	// A sound transfer to the same site, due in the same sweep: judged on
+	// its own, whatever the others' fate.
+	good := r.issue(t, "honcho", "6503", nil)
+	fine := r.must(t, 202, "POST", "/v1/operators/"+good+"/transfer", r.admin(t), map[string]any{"to_site_id": "kita", "reason": "4月異動", "effective_at": at(2)}).Map(t)["change_id"].(string)
 	r.must(t, 200, "POST", "/v1/operators/"+moved+"/transfer", r.admin(t), map[string]any{"to_site_id": "minami", "reason": "急な異動"})
 
 	r.Clock.Set(start.Add(time.Hour + time.Second))
@@ -63,9 +67,12 @@ func testStaleTransfers(t *testing.T, r *rig) {
 	for _, c := range r.walkList(t, "/v1/scheduled-changes", r.admin(t), nil, 100) {
 		status[c["change_id"].(string)] = c["status"].(string)
 	}
-	if d := cmp.Diff(map[string]string{first: "applied", again: "failed", stale: "failed"},
-		map[string]string{first: status[first], again: status[again], stale: status[stale]}); d != "" {
+	if d := cmp.Diff(map[string]string{first: "applied", again: "failed", stale: "failed", fine: "applied"},
+		map[string]string{first: status[first], again: status[again], stale: status[stale], fine: status[fine]}); d != "" {
 		t.Errorf("changes (-want +got):\n%s", d)
+	}
+	if o := r.operator(t, good); o["site_id"] != "kita" {
+		t.Errorf("the sound transfer left %s at %v", good, o["site_id"])
 	}
 	for op, want := range map[string]struct{ site, grant string }{dup: {"kita", g}, moved: {"minami", gm}} {
 		o := r.operator(t, op)

@@ -118,29 +118,46 @@ func (s *Service) change(ctx context.Context, a Actor, c Change) (Outcome, error
 
 // check refuses a change the operator's state does not allow.
 func (s *Service) check(ctx context.Context, tx Tx, o Operator, c Change) error {
+	if err := operatorCheck(o, c); err != nil {
+		return err
+	}
+	if c.Kind == ChangeTransfer {
+		return siteExists(ctx, tx, c.ToSiteID)
+	}
+	return nil
+}
+
+// operatorCheck is what check judges of the operator alone.
+func operatorCheck(o Operator, c Change) error {
 	if o.Status == Retired {
 		return fmt.Errorf("%w: operator %s is retired", ErrInvalidState, o.ID)
 	}
-	if c.Kind == ChangeTransfer {
-		if o.Status == Expired {
-			return fmt.Errorf("%w: operator %s has expired", ErrInvalidState, o.ID)
+	if c.Kind != ChangeTransfer {
+		return nil
+	}
+	if o.Status == Expired {
+		return fmt.Errorf("%w: operator %s has expired", ErrInvalidState, o.ID)
+	}
+	// A dated transfer moves the operator from where they were when it
+	// was decided. Already there (a duplicate), or moved elsewhere since,
+	// it would end the rights the new site has given them, on the word of
+	// a chief who may no longer manage them.
+	if o.SiteID == c.ToSiteID {
+		return fmt.Errorf("%w: operator %s is already at %s", ErrConflict, o.ID, c.ToSiteID)
+	}
+	if c.FromSiteID != "" && o.SiteID != c.FromSiteID {
+		return fmt.Errorf("%w: operator %s moved from %s to %s after this transfer was scheduled", ErrConflict, o.ID, c.FromSiteID, o.SiteID)
+	}
+	return nil
+}
+
+// siteExists refuses a transfer to a site that does not exist.
+func siteExists(ctx context.Context, tx Tx, site opgate.SiteID) error {
+	if _, err := tx.GetSite(ctx, site); err != nil {
+		if isNotFound(err) {
+			return &ValidationError{Fields: []FieldError{{"to_site_id", "no such site"}}}
 		}
-		// A dated transfer moves the operator from where they were when it
-		// was decided. Already there (a duplicate), or moved elsewhere
-		// since, it would end the rights the new site has given them, on
-		// the word of a chief who may no longer manage them.
-		if o.SiteID == c.ToSiteID {
-			return fmt.Errorf("%w: operator %s is already at %s", ErrConflict, o.ID, c.ToSiteID)
-		}
-		if c.FromSiteID != "" && o.SiteID != c.FromSiteID {
-			return fmt.Errorf("%w: operator %s moved from %s to %s after this transfer was scheduled", ErrConflict, o.ID, c.FromSiteID, o.SiteID)
-		}
-		if _, err := tx.GetSite(ctx, c.ToSiteID); err != nil {
-			if isNotFound(err) {
-				return &ValidationError{Fields: []FieldError{{"to_site_id", "no such site"}}}
-			}
-			return err
-		}
+		return err
 	}
 	return nil
 }
@@ -284,15 +301,17 @@ func (s *Service) applyBatch(ctx context.Context, tx Tx, cs []Change, actor func
 
 // checkCached is check with the batch's answers about sites remembered.
 func (s *Service) checkCached(ctx context.Context, tx Tx, o Operator, c Change, sites map[opgate.SiteID]error) error {
-	if c.Kind == ChangeTransfer && o.Status != Retired && o.Status != Expired {
-		if err, ok := sites[c.ToSiteID]; ok {
-			return err
-		}
-		err := s.check(ctx, tx, o, c)
-		sites[c.ToSiteID] = err
+	// Everything about the operator is judged change by change; only the
+	// destination's existence is shared by the changes of a batch.
+	if err := operatorCheck(o, c); err != nil || c.Kind != ChangeTransfer {
 		return err
 	}
-	return s.check(ctx, tx, o, c)
+	err, ok := sites[c.ToSiteID]
+	if !ok {
+		err = siteExists(ctx, tx, c.ToSiteID)
+		sites[c.ToSiteID] = err
+	}
+	return err
 }
 
 // rightsEvents records, one event each, the grants, cards and sessions a
