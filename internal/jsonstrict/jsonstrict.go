@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // KeyError names the key refused, by its dotted path, and why.
@@ -219,7 +220,10 @@ func (s *scanner) object(t reflect.Type, path string) error {
 		s.i++
 		return nil
 	}
+	// Few keys: a slice is cheapest. Many (a body of a megabyte can hold
+	// a hundred thousand): a map, so the walk stays linear.
 	var seen []string
+	var seenMap map[string]bool
 	for {
 		s.ws()
 		if s.i >= len(s.b) || s.b[s.i] != '"' {
@@ -233,10 +237,24 @@ func (s *scanner) object(t reflect.Type, path string) error {
 		if path != "" {
 			name = path + "." + key
 		}
-		if slices.Contains(seen, key) {
-			return &KeyError{name, "given twice"}
+		// encoding/json reads bytes that are not UTF-8 as U+FFFD: two such
+		// keys would be one to it.
+		if !utf8.ValidString(key) {
+			return &KeyError{strings.ToValidUTF8(name, "\uFFFD"), "not UTF-8"}
 		}
-		seen = append(seen, key)
+		if seenMap != nil {
+			if seenMap[key] {
+				return &KeyError{name, "given twice"}
+			}
+			seenMap[key] = true
+		} else if slices.Contains(seen, key) {
+			return &KeyError{name, "given twice"}
+		} else if seen = append(seen, key); len(seen) > 16 {
+			seenMap = make(map[string]bool, 64)
+			for _, k := range seen {
+				seenMap[k] = true
+			}
+		}
 		vt := elem
 		if fields != nil {
 			ft, exact := fields[key]
