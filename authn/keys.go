@@ -97,10 +97,13 @@ func storedKeys(ctx context.Context, tx KeyTx, sealer *KeySealer, now time.Time)
 	for _, sk := range stored { // oldest first
 		if isSealed(sk) {
 			sealedSeen = true
-		} else if sealedSeen {
-			// Keys stored before sealing was turned on still read; one
-			// stored unsealed after a sealed one was written by a rotation
-			// run without the key-encryption key, and sits in every backup.
+		} else if sealedSeen && sk.NotAfter.IsZero() {
+			// Keys stored before sealing was turned on still read; a
+			// current key stored unsealed after a sealed one was written
+			// by a rotation run without the key-encryption key, and sits
+			// in every backup: no token is signed with it. Rotating with
+			// the key set retires it (it then only verifies the tokens it
+			// signed, until they expire).
 			return nil, 0, fmt.Errorf("authn: signing key %s was stored unsealed after sealed keys: rotate again with OPGATE_KEY_ENCRYPTION_KEY_FILE set", sk.ID)
 		}
 		if !sk.NotAfter.IsZero() && !now.Before(sk.NotAfter) {

@@ -182,4 +182,13 @@ func TestSigningKeysSealedInTheStore(t *testing.T) {
 		KeyEncryptionKeyFile: kek}, s.App.Store, s.App.Eph, s.Clock, slog.New(slog.NewJSONHandler(io.Discard, nil))); err == nil {
 		t.Error("a replica started with a key stored in the clear after sealed ones")
 	}
+	// The remedy the refusal names works: a rotation with the key set
+	// retires the clear key, and replicas start again.
+	if _, err := authn.RotateSigningKeys(ctx, store.Runner[authn.KeyTx]{S: s.App.Store}, sealer, s.Clock.Now().Add(2*time.Second), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := server.Wire(ctx, server.Config{Issuer: "opgate-test", RPID: "localhost", RPOrigins: []string{servertest.Origin},
+		KeyEncryptionKeyFile: kek}, s.App.Store, s.App.Eph, s.Clock, slog.New(slog.NewJSONHandler(io.Discard, nil))); err != nil {
+		t.Errorf("after a sealed rotation: %v", err)
+	}
 }
