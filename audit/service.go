@@ -49,7 +49,7 @@ func VerifyChain(ctx context.Context, src Source) (Result, error) {
 	// it says so in the chain itself, naming the anchor it left: an anchor
 	// moved any other way (one UPDATE of the head row) would let anyone
 	// with the database cut history off unseen.
-	return Result{Events: res.Events, FirstBadSeq: anchor.Seq,
+	return Result{Events: res.Events, HeadSeq: res.HeadSeq, HeadHash: res.HeadHash, FirstBadSeq: anchor.Seq,
 		Problem: fmt.Sprintf("the chain starts after seq %d, but no audit.purged event in it names that anchor: events were removed outside a purge", anchor.Seq)}, nil
 }
 
