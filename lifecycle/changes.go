@@ -256,7 +256,7 @@ func (s *Service) applyBatch(ctx context.Context, tx Tx, cs []Change, actor func
 			byOp[e.OperatorID].sessions = append(byOp[e.OperatorID].sessions, e.ID)
 		}
 		if k.kind == ChangeTransfer {
-			err = tx.MoveOperators(ctx, gids, k.to, now)
+			err = tx.MoveOperators(ctx, gids, k.to)
 		} else {
 			err = tx.SetOperatorStatus(ctx, gids, Retired, now)
 		}
@@ -274,12 +274,13 @@ func (s *Service) applyBatch(ctx context.Context, tx Tx, cs []Change, actor func
 		d := map[string]any{"from_site_id": string(from)}
 		if c.Kind == ChangeRetire {
 			why, typ = "retired", audit.OperatorRetired
-			o.Status = Retired
+			o.Status, o.StatusChanged = Retired, now
 		} else {
+			// A transfer changes the site, not the status: an ID nobody
+			// uses stays dormant however often it is moved.
 			d["to_site_id"] = string(c.ToSiteID)
 			o.SiteID = c.ToSiteID
 		}
-		o.StatusChanged = now
 		if c.ID != "" {
 			d["change_id"] = string(c.ID)
 		}

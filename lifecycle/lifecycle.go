@@ -63,7 +63,7 @@ type Tx interface {
 	PutLock(ctx context.Context, l Lock) error
 
 	GetOperatorsForUpdate(ctx context.Context, ids []opgate.OperatorID) ([]Operator, error)
-	MoveOperators(ctx context.Context, ids []opgate.OperatorID, site opgate.SiteID, at time.Time) error
+	MoveOperators(ctx context.Context, ids []opgate.OperatorID, site opgate.SiteID) error
 	SetOperatorStatus(ctx context.Context, ids []opgate.OperatorID, status Status, at time.Time) error
 
 	EndGrants(ctx context.Context, ops []opgate.OperatorID, at time.Time, by opgate.OperatorID, reason string) ([]Ended, error)

@@ -63,7 +63,7 @@ type Tx interface {
 	// GetOperatorsForUpdate locks and returns the operators that exist.
 	GetOperatorsForUpdate(ctx context.Context, ids []opgate.OperatorID) ([]lifecycle.Operator, error)
 	// MoveOperators sets the site of many operators (a batch of transfers).
-	MoveOperators(ctx context.Context, ids []opgate.OperatorID, site opgate.SiteID, at time.Time) error
+	MoveOperators(ctx context.Context, ids []opgate.OperatorID, site opgate.SiteID) error
 	// SetOperatorStatus sets the status of many operators.
 	SetOperatorStatus(ctx context.Context, ids []opgate.OperatorID, status lifecycle.Status, at time.Time) error
 	UpdateOperator(ctx context.Context, o lifecycle.Operator) error

@@ -1054,18 +1054,18 @@ func testOperatorBatches(t *testing.T, open func(*testing.T) Harness) {
 	})
 	diff(t, "GetOperatorsForUpdate: the ones that exist, by ID", []lifecycle.Operator{a, c}, locked)
 
-	moved, suspended := ts(4, 9, 0), ts(4, 10, 0)
+	suspended := ts(4, 10, 0)
 	write(t, s, func(ctx context.Context, tx store.Tx) error {
 		none, err := tx.GetOperatorsForUpdate(ctx, nil)
 		diff(t, "GetOperatorsForUpdate(nil)", []lifecycle.Operator(nil), none)
 		return errors.Join(err,
-			tx.MoveOperators(ctx, []opgate.OperatorID{"op-a", "op-c"}, siteB.ID, moved),
-			tx.MoveOperators(ctx, nil, siteA.ID, moved),
+			tx.MoveOperators(ctx, []opgate.OperatorID{"op-a", "op-c"}, siteB.ID),
+			tx.MoveOperators(ctx, nil, siteA.ID),
 			tx.SetOperatorStatus(ctx, []opgate.OperatorID{"op-c", "op-b"}, lifecycle.Suspended, suspended),
 			tx.SetOperatorStatus(ctx, nil, lifecycle.Retired, suspended),
 		)
 	})
-	a.SiteID, a.StatusChanged = siteB.ID, moved
+	a.SiteID = siteB.ID // a move changes no status
 	b.Status, b.StatusChanged = lifecycle.Suspended, suspended
 	c.SiteID, c.Status, c.StatusChanged = siteB.ID, lifecycle.Suspended, suspended
 	got := read(t, s, func(ctx context.Context, tx store.Tx) ([]lifecycle.Operator, error) {
@@ -2442,7 +2442,7 @@ func testAuthzVersions(t *testing.T, open func(*testing.T) Harness) {
 	o.ValidUntil = ts(30, 0, 0)
 	step("UpdateOperator of valid_until", func(ctx context.Context, tx store.Tx) error { return tx.UpdateOperator(ctx, o) }, true, false, false)
 	step("MoveOperators", func(ctx context.Context, tx store.Tx) error {
-		return tx.MoveOperators(ctx, []opgate.OperatorID{"op-b"}, siteA.ID, ts(13, 0, 0))
+		return tx.MoveOperators(ctx, []opgate.OperatorID{"op-b"}, siteA.ID)
 	}, false, true, false)
 	step("SetOperatorStatus", func(ctx context.Context, tx store.Tx) error {
 		return tx.SetOperatorStatus(ctx, []opgate.OperatorID{"op-a", "op-b"}, lifecycle.Retired, ts(14, 0, 0))

@@ -982,12 +982,12 @@ func (t *tx) GetOperatorsForUpdate(ctx context.Context, ids []opgate.OperatorID)
 	return collect(t, r, err, scanOperator)
 }
 
-func (t *tx) MoveOperators(ctx context.Context, ids []opgate.OperatorID, site opgate.SiteID, when time.Time) error {
+func (t *tx) MoveOperators(ctx context.Context, ids []opgate.OperatorID, site opgate.SiteID) error {
 	if len(ids) == 0 {
 		return nil
 	}
 	in, args := inList(ids)
-	_, err := t.exec(ctx, `UPDATE operators SET site_id = ?, status_changed_at = ? WHERE operator_id IN (`+in+`)`, append([]any{site, must(when)}, args...)...)
+	_, err := t.exec(ctx, `UPDATE operators SET site_id = ? WHERE operator_id IN (`+in+`)`, append([]any{site}, args...)...)
 	return err
 }
 
