@@ -46,6 +46,7 @@ import (
 
 	"github.com/opgate/opgate"
 	"github.com/opgate/opgate/internal/clock"
+	"github.com/opgate/opgate/internal/jsonstrict"
 )
 
 // ErrCeremonyFailed is what every *CeremonyError unwraps to: the card, or
@@ -558,6 +559,11 @@ func (c *Ceremonies) FinishEnrollment(state, credentialJSON []byte, u EnrollUser
 	if len(credentialJSON) > ceremonyMaxInput {
 		return NewCredential{}, refuse(CeremonyMalformed)
 	}
+	// One reading of the answer: encoding/json, which the library parses
+	// with, takes the last of a key given twice and a key in another case.
+	if jsonstrict.Check(credentialJSON, &protocol.CredentialCreationResponse{}) != nil {
+		return NewCredential{}, refuse(CeremonyMalformed)
+	}
 	parsed, err := protocol.ParseCredentialCreationResponseBytes(credentialJSON)
 	if err != nil {
 		return NewCredential{}, refuse(CeremonyMalformed)
@@ -668,6 +674,9 @@ func (c *Ceremonies) FinishLogin(state, credentialJSON []byte, lookup func(crede
 		return Assertion{}, err
 	}
 	if len(credentialJSON) > ceremonyMaxInput {
+		return Assertion{}, refuse(CeremonyMalformed)
+	}
+	if jsonstrict.Check(credentialJSON, &protocol.CredentialAssertionResponse{}) != nil {
 		return Assertion{}, refuse(CeremonyMalformed)
 	}
 	parsed, err := protocol.ParseCredentialRequestResponseBytes(credentialJSON)

@@ -470,6 +470,10 @@ func TestEnrollmentRefusals(t *testing.T) {
 			}, want: CeremonyMalformed},
 		{name: "garbage state", card: func(*authntest.Card) {}, mangle: replace([]byte("{"), nil), want: CeremonyMalformed},
 		{name: "not JSON", card: func(*authntest.Card) {}, mangle: replace(nil, []byte("<html>")), want: CeremonyMalformed},
+		{name: "a key in another case", card: func(*authntest.Card) {},
+			mangle: func(_ *testing.T, _ *Ceremonies, _ *clocktest.Clock, state, cred []byte, _ *EnrollUser) ([]byte, []byte) {
+				return state, bytes.Replace(cred, []byte(`"rawId"`), []byte(`"RawId"`), 1)
+			}, want: CeremonyMalformed},
 		{name: "empty", card: func(*authntest.Card) {}, mangle: replace(nil, []byte{}), want: CeremonyMalformed},
 		{name: "an assertion instead", card: func(*authntest.Card) {},
 			mangle: func(t *testing.T, c *Ceremonies, _ *clocktest.Clock, state, _ []byte, _ *EnrollUser) ([]byte, []byte) {
@@ -823,6 +827,13 @@ func TestLoginRefusals(t *testing.T) {
 			m["id"] = b64url([]byte("someone else's card"))
 			b, _ := json.Marshal(m)
 			return b
+		}, want: CeremonyMalformed, lookupNone: true},
+		{name: "a key in another case", answer: func(_ *testing.T, e *env, opts []byte) []byte {
+			return bytes.Replace(e.card.Get(opts, testOrigin, e.card.UserHandle()), []byte(`"rawId"`), []byte(`"RAWID"`), 1)
+		}, want: CeremonyMalformed, lookupNone: true},
+		{name: "a key given twice", answer: func(_ *testing.T, e *env, opts []byte) []byte {
+			a := e.card.Get(opts, testOrigin, e.card.UserHandle())
+			return append([]byte(`{"type":"public-key",`), a[1:]...)
 		}, want: CeremonyMalformed, lookupNone: true},
 		{name: "over 64 KiB", answer: func(_ *testing.T, e *env, opts []byte) []byte {
 			a := e.card.Get(opts, testOrigin, e.card.UserHandle())
