@@ -197,7 +197,13 @@ func TestRolesAtReplaysHistory(t *testing.T) {
 // historyStore opens an empty SQLite store with a test clock.
 func historyStore(t *testing.T) (context.Context, store.Store, *clocktest.Clock, func(error)) {
 	t.Helper()
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "opgate.db"))
+	return historyStoreAt(t, filepath.Join(t.TempDir(), "opgate.db"))
+}
+
+// historyStoreAt is historyStore on the file at path.
+func historyStoreAt(t *testing.T, path string) (context.Context, store.Store, *clocktest.Clock, func(error)) {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}

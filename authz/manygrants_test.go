@@ -2,8 +2,10 @@ package authz_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -86,7 +88,12 @@ func TestPendingRequestsLapse(t *testing.T) {
 // OP-CHIEF, valid from the clock's start, and created then unless its
 // CreatedAt (as an offset from the zero time) says later.
 func honchoWith(t *testing.T, grants []authz.Grant) (context.Context, *authz.Service, *clocktest.Clock) {
-	ctx, st, clk, must := historyStore(t)
+	return honchoWithAt(t, filepath.Join(t.TempDir(), "opgate.db"), grants)
+}
+
+// honchoWithAt is honchoWith on the SQLite file at path.
+func honchoWithAt(t *testing.T, path string, grants []authz.Grant) (context.Context, *authz.Service, *clocktest.Clock) {
+	ctx, st, clk, must := historyStoreAt(t, path)
 	t0 := clk.Now()
 	grants = append(grants,
 		authz.Grant{ID: "G-CHIEF", OperatorID: "OP-CHIEF", RoleID: roles.SectionChief, SiteID: "honcho", Status: authz.Active},
@@ -191,5 +198,34 @@ func TestEditingAHeldRole(t *testing.T) {
 	d, err := svc.Decide(ctx, "OP-A", roles.ResidentReadRestricted, "honcho")
 	if err != nil || d.Allowed {
 		t.Errorf("after the refused edit, restricted records: %+v, %v; want refused", d, err)
+	}
+}
+
+// A held grant whose role cannot be read (a row damaged by hand) stops a
+// new grant rather than let separation of duties pass it unchecked.
+func TestGrantRefusedWhenAHeldRoleCannotBeRead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "opgate.db")
+	ctx, svc, _ := honchoWithAt(t, path, []authz.Grant{
+		{ID: "G-A1", OperatorID: "OP-A", RoleID: roles.CounterViewer, SiteID: "honcho", Status: authz.Active},
+	})
+	// The chief's own rights are read (and kept) before the damage, which
+	// is done without moving the roles' version, so that only the held
+	// role's read in the grant's transaction meets it.
+	if d, err := svc.Decide(ctx, "OP-CHIEF", roles.GrantManage, "honcho"); err != nil || !d.Allowed {
+		t.Fatalf("the chief: %+v %v", d, err)
+	}
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	for _, q := range []string{`DROP TRIGGER roles_authz_version_update`, `UPDATE roles SET conflicts_with = '{' WHERE role_id = 'counter_viewer'`} {
+		if _, err := raw.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = svc.Grant(ctx, authz.Actor{ID: "OP-CHIEF"}, authz.GrantRequest{OperatorID: "OP-A", RoleID: roles.CounterClerk, SiteID: "honcho", Reason: "test"})
+	if err == nil {
+		t.Fatal("granted beside a held role that could not be read")
 	}
 }
