@@ -133,10 +133,16 @@ func TestReconcileSaysWhenTombstonesAreMissing(t *testing.T) {
 // sessionsOnly builds the session service on st and cache, seeding nothing.
 func sessionsOnly(tb testing.TB, st store.Store, cache ephemeral.Store, tokens *authn.Tokens, clk *clocktest.Clock) *authn.Sessions {
 	tb.Helper()
+	return sessionsWith(tb, store.Runner[authn.SessionTx]{S: st}, st, cache, tokens, clk)
+}
+
+// sessionsWith builds the session service on db (its policy read from st).
+func sessionsWith(tb testing.TB, db authn.SessionDB, st store.Store, cache ephemeral.Store, tokens *authn.Tokens, clk *clocktest.Clock) *authn.Sessions {
+	tb.Helper()
 	pol := policy.NewSource(func(ctx context.Context) (policy.Policy, error) {
 		return policy.Load(ctx, store.Runner[policy.Tx]{S: st})
 	}, clk, time.Hour)
-	sessions, err := authn.NewSessions(authn.SessionConfig{DB: store.Runner[authn.SessionTx]{S: st}, Cache: cache, Tokens: tokens, Policy: pol,
+	sessions, err := authn.NewSessions(authn.SessionConfig{DB: db, Cache: cache, Tokens: tokens, Policy: pol,
 		IsNotFound: func(err error) bool { return errors.Is(err, ephemeral.ErrNotFound) }, Clock: clk})
 	if err != nil {
 		tb.Fatal(err)
@@ -163,4 +169,46 @@ func sqliteAndTokens(t *testing.T) (store.Store, *authn.Tokens, *clocktest.Clock
 		t.Fatal(err)
 	}
 	return st, tokens, clk
+}
+
+// flakyReads fails the read after the next one, once armed.
+type flakyReads struct {
+	authn.SessionDB
+	armed, reads int
+}
+
+func (f *flakyReads) View(ctx context.Context, fn func(authn.SessionTx) error) error {
+	if f.armed > 0 {
+		if f.reads++; f.reads == f.armed {
+			f.armed = 0
+			return errors.New("store unreachable")
+		}
+	}
+	return f.SessionDB.View(ctx, fn)
+}
+
+// TestRefreshWithAFailedSecondRead: when the read after the cache write
+// fails, the session stays live (its password change has committed), and
+// the tombstone of a session ended meanwhile is left to reconcile.
+func TestRefreshWithAFailedSecondRead(t *testing.T) {
+	ctx := context.Background()
+	st, tokens, clk := sqliteAndTokens(t)
+	mem := memory.New(memory.Config{Clock: clk})
+	sessionsOn(t, st, mem, tokens, clk) // seeds the operator
+	db := &flakyReads{SessionDB: store.Runner[authn.SessionTx]{S: st}}
+	sessions := sessionsWith(t, db, st, mem, tokens, clk)
+	iss, err := sessions.Start(ctx, authn.Start{OperatorID: "OP-12345678", SiteID: "honcho", TerminalID: "t1", AMR: []string{"hwk", "user"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.armed, db.reads = 2, 0
+	if err := sessions.Refresh(ctx, iss.Session.ID); err != nil {
+		t.Fatalf("refresh: %v", err)
+	}
+	if db.armed != 0 {
+		t.Fatal("the second read was never made")
+	}
+	if _, err := sessions.Authenticate(ctx, iss.AccessToken); err != nil {
+		t.Fatalf("a live session was ended by a failed read: %v", err)
+	}
 }
