@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1009,13 +1008,7 @@ func TestCardPlusPasswordPolicy(t *testing.T) {
 	for _, b := range servertest.Backends {
 		t.Run(b.Name, func(t *testing.T) {
 			_, g := startWatched(t, b)
-			setPolicy(g, allowPasswords)
-			op, pw := newClerk(g, "honcho", "3014", "counter_clerk", "admin-console")
-			card := authntest.NewCard(t)
-			if r := enrollCard(g, card, op, "SN-3014"); r.Status != 201 {
-				t.Fatalf("enroll: %d %s", r.Status, r.Body)
-			}
-			setPolicy(g, func(p map[string]any) { p["login_methods"] = []string{"card+password"} })
+			op, pw, card := cardAndPasswordClerk(t, g, "3014")
 
 			problemIs(t, "card without password", cardLoginWith(g, card, "admin-console", op, nil), 401, "invalid_credentials")
 			wrong := "Wrong-password-1"
@@ -1065,13 +1058,7 @@ func TestClonedCounterWithPassword(t *testing.T) {
 	for _, b := range servertest.Backends {
 		t.Run(b.Name, func(t *testing.T) {
 			_, g := startWatched(t, b)
-			setPolicy(g, allowPasswords)
-			op, pw := newClerk(g, "honcho", "3015", "counter_clerk", "admin-console")
-			card := authntest.NewCard(t)
-			if r := enrollCard(g, card, op, "SN-3015"); r.Status != 201 {
-				t.Fatalf("enroll: %d %s", r.Status, r.Body)
-			}
-			setPolicy(g, func(p map[string]any) { p["login_methods"] = []string{"card+password"} })
+			op, pw, card := cardAndPasswordClerk(t, g, "3015")
 			card.SetCounter(50)
 			card.FreezeCounter(true)
 			var finishes []map[string]any
@@ -1081,23 +1068,8 @@ func TestClonedCounterWithPassword(t *testing.T) {
 				finishes = append(finishes, map[string]any{"login_id": id, "password": pw,
 					"credential": json.RawMessage(card.Get(begin.Body, servertest.Origin, card.UserHandle()))})
 			}
-			var ok, refused atomic.Int32
-			var wg sync.WaitGroup
-			for _, f := range finishes {
-				wg.Go(func() {
-					switch r := g.do("POST", "/v1/login/card/finish", "", f); r.Status {
-					case 200:
-						ok.Add(1)
-					case 401, 423:
-						refused.Add(1)
-					default:
-						t.Errorf("finish: %d %s", r.Status, r.Body)
-					}
-				})
-			}
-			wg.Wait()
-			if ok.Load() != 1 || refused.Load() != 3 {
-				t.Fatalf("%d logins and %d refusals with one counter value, want 1 and 3", ok.Load(), refused.Load())
+			if ok, refused := finishAtOnce(t, g.do, finishes); ok != 1 || refused != 3 {
+				t.Fatalf("%d logins and %d refusals with one counter value, want 1 and 3", ok, refused)
 			}
 			o := g.must(200, "GET", "/v1/operators/"+op, g.s.Admin, nil).Map(t)
 			if c := o["cards"].([]any)[0].(map[string]any); c["clone_suspected"] != true {
@@ -1105,6 +1077,20 @@ func TestClonedCounterWithPassword(t *testing.T) {
 			}
 		})
 	}
+}
+
+// cardAndPasswordClerk issues a counter clerk with a password and an
+// enrolled card, then leaves the policy asking for both at every login.
+func cardAndPasswordClerk(t *testing.T, g gate, staff string) (op, pw string, card *authntest.Card) {
+	t.Helper()
+	setPolicy(g, allowPasswords)
+	op, pw = newClerk(g, "honcho", staff, "counter_clerk", "admin-console")
+	card = authntest.NewCard(t)
+	if r := enrollCard(g, card, op, "SN-"+staff); r.Status != 201 {
+		t.Fatalf("enroll: %d %s", r.Status, r.Body)
+	}
+	setPolicy(g, func(p map[string]any) { p["login_methods"] = []string{"card+password"} })
+	return op, pw, card
 }
 
 // ---- 10. enrollment policy
@@ -1371,9 +1357,7 @@ func TestNoSessionOutlivesARetirementDuringItsLogin(t *testing.T) {
 func TestNoSessionSurvivesAnEmergencyStop(t *testing.T) {
 	for _, b := range servertest.Backends {
 		t.Run(b.Name, func(t *testing.T) {
-			s, g := startWatched(t, b)
-			other := servertest.Join(t, s.Shared(), s.Clock)
-			setPolicy(g, allowPasswords)
+			s, g, other := passwordReplicas(t, b)
 			var clerks []loginCred
 			for i := range 4 {
 				id, pw := newClerk(g, "honcho", fmt.Sprintf("49%02d", i), "counter_clerk", "admin-console")
@@ -1402,9 +1386,7 @@ func TestNoSessionSurvivesAnEmergencyStop(t *testing.T) {
 func TestNoSessionOutlivesAPasswordReset(t *testing.T) {
 	for _, b := range servertest.Backends {
 		t.Run(b.Name, func(t *testing.T) {
-			s, g := startWatched(t, b)
-			other := servertest.Join(t, s.Shared(), s.Clock)
-			setPolicy(g, allowPasswords)
+			s, g, other := passwordReplicas(t, b)
 			for round := range 4 {
 				id, pw := clerkWithPassword(t, s, g, fmt.Sprintf("47%02d", round))
 				stopLogins := keepLoggingIn(t, other, []loginCred{{id, pw}, {id, pw}, {id, pw}})
@@ -1427,9 +1409,7 @@ func TestNoSessionOutlivesAPasswordReset(t *testing.T) {
 func TestPasswordChangeDoesNotUndoAReset(t *testing.T) {
 	for _, b := range servertest.Backends {
 		t.Run(b.Name, func(t *testing.T) {
-			s, g := startWatched(t, b)
-			other := servertest.Join(t, s.Shared(), s.Clock)
-			setPolicy(g, allowPasswords)
+			s, g, other := passwordReplicas(t, b)
 			for round := range 12 {
 				id, pw := clerkWithPassword(t, s, g, fmt.Sprintf("48%02d", round))
 				tok := loginAs(g, id, pw, "admin-console")["access_token"].(string)
@@ -1470,6 +1450,16 @@ func clerkWithPassword(t *testing.T, s *servertest.Server, g gate, staff string)
 	s.Clock.Advance(time.Second)
 	s.Admin = s.Token(s.Boot.OperatorID, "honcho", "admin-console")
 	return id, pw
+}
+
+// passwordReplicas starts a watched server and a second replica sharing
+// its store and cache, with password logins allowed.
+func passwordReplicas(t *testing.T, b servertest.Backend) (*servertest.Server, gate, *servertest.Server) {
+	t.Helper()
+	s, g := startWatched(t, b)
+	other := servertest.Join(t, s.Shared(), s.Clock)
+	setPolicy(g, allowPasswords)
+	return s, g, other
 }
 
 type loginCred struct{ id, pw string }
