@@ -665,8 +665,8 @@ func (l *Logins) refusal(ctx context.Context, o lifecycle.Operator, t lifecycle.
 func (l *Logins) succeedIn(ctx context.Context, tx LoginTx, o lifecycle.Operator, lk lifecycle.Lock, slot string, t lifecycle.Terminal, card *Card, signCount uint32,
 	amr []string, mustChange bool, c Client, now time.Time) (Issued, error) {
 	// Most logins follow a login: nothing to clear, nothing to write.
-	if next := Succeed(lk, slot); !lockClear(lk) || !lockClear(next) {
-		if err := tx.PutLock(ctx, next); err != nil {
+	if !lockClear(lk) {
+		if err := tx.PutLock(ctx, Succeed(lk, slot)); err != nil {
 			return Issued{}, err
 		}
 	}

@@ -237,10 +237,16 @@ func lockedGrant(ctx context.Context, tx Tx, id opgate.GrantID) (Grant, error) {
 	if err != nil {
 		return g, err
 	}
+	return grantUnderLock(ctx, tx, g)
+}
+
+// grantUnderLock locks g's operator and reads g again as it stands then.
+// A grant never changes operator, so one already read names the lock.
+func grantUnderLock(ctx context.Context, tx Tx, g Grant) (Grant, error) {
 	if _, err := tx.GetOperatorForUpdate(ctx, g.OperatorID); err != nil {
 		return g, err
 	}
-	return tx.GetGrant(ctx, id)
+	return tx.GetGrant(ctx, g.ID)
 }
 
 // visibleGrant loads a grant the actor may act on with one of perms at its
@@ -538,7 +544,7 @@ func (s *Service) sweepPending(ctx context.Context) (int, error) {
 				}
 				// As it stands under its operator's lock: an approval that
 				// committed since the list was read keeps its grant.
-				if g, err = lockedGrant(ctx, tx, g.ID); err != nil {
+				if g, err = grantUnderLock(ctx, tx, g); err != nil {
 					return err
 				}
 				if g.Status != PendingApproval {

@@ -387,16 +387,8 @@ func (s *Server) emergencyResume(w http.ResponseWriter, r *http.Request, p authn
 // emergencyList shows the stops in force, to whoever may stop or resume
 // logins and to auditors.
 func (s *Server) emergencyList(w http.ResponseWriter, r *http.Request, p authn.Principal) error {
-	allowed := false
-	for _, perm := range []opgate.Permission{roles.EmergencyStop, roles.AuditRead} {
-		ok, err := s.cfg.Authz.HoldsAnywhere(r.Context(), p.OperatorID, perm)
-		if err != nil {
-			return err
-		}
-		allowed = allowed || ok
-	}
-	if !allowed {
-		return errForbiddenHere
+	if err := s.anyOf(r.Context(), p, roles.EmergencyStop, roles.AuditRead); err != nil {
+		return err
 	}
 	stops, err := s.cfg.Emergencies.List(r.Context())
 	if err != nil {

@@ -283,6 +283,7 @@ func (db *DB) ScanAuditRange(ctx context.Context, after, through int64, fn func(
 // flat however many events match.
 func (db *DB) eventPages(ctx context.Context, page int, next func(last *audit.Event) (string, []any), fn func(audit.Event) error) error {
 	var last *audit.Event
+	var lastEv audit.Event // one variable: the page's last event does not escape per row
 	for {
 		query, args := next(last)
 		rows, err := db.R.QueryContext(ctx, db.q(query), append(args, page)...)
@@ -300,7 +301,7 @@ func (db *DB) eventPages(ctx context.Context, page int, next func(last *audit.Ev
 				rows.Close()
 				return err
 			}
-			last = &e
+			lastEv, last = e, &lastEv
 			n++
 		}
 		err = rows.Err()
