@@ -366,7 +366,7 @@ func (l *Logins) FinishCard(ctx context.Context, c Client, loginID string, crede
 	if card.Status != CardActive {
 		return Login{}, l.fail(ctx, op, slot, c, "card_"+string(card.Status), card, false)
 	}
-	return l.complete(ctx, op, slot, c, p, &card, assertion.SignCount, password, "")
+	return l.complete(ctx, op, slot, c, p, &card, assertion.SignCount, password, "", nil)
 }
 
 // ---- password login
@@ -388,14 +388,19 @@ func (l *Logins) Password(ctx context.Context, c Client, operator, password stri
 		l.auditRefusal(ctx, op, c, ReasonMethodNotAllowed, "login")
 		return Login{}, ErrInvalidCredentials
 	}
-	var rec PasswordRecord
+	// Everything complete reads before its transaction, read once here.
+	var pre loginRead
 	err = l.cfg.DB.View(ctx, func(tx LoginTx) (err error) {
-		if _, err = tx.GetOperator(ctx, op); err != nil {
+		if pre.o, err = tx.GetOperator(ctx, op); err != nil {
 			return err
 		}
-		rec, err = tx.GetPassword(ctx, op)
+		if pre.rec, err = tx.GetPassword(ctx, op); err != nil {
+			return err
+		}
+		pre.t, err = terminalOf(ctx, tx, c.TerminalID)
 		return err
 	})
+	rec := pre.rec
 	if errors.Is(err, opgate.ErrNotFound) || op == "" {
 		// Unknown operator, or one without a password: the same hash
 		// work as a real check, the same answer.
@@ -418,7 +423,24 @@ func (l *Logins) Password(ctx context.Context, c Client, operator, password stri
 	if verr != nil || !ok {
 		return Login{}, l.fail(ctx, op, slot, c, ReasonBadPassword, Card{}, false)
 	}
-	return l.complete(ctx, op, slot, c, p, nil, 0, nil, rec.Hash)
+	return l.complete(ctx, op, slot, c, p, nil, 0, nil, rec.Hash, &pre)
+}
+
+// loginRead is what a login reads of the store before its transaction.
+type loginRead struct {
+	o   lifecycle.Operator
+	rec PasswordRecord // zero when the operator has no password
+	t   lifecycle.Terminal
+}
+
+// terminalOf reads a terminal; an unknown one is the zero Terminal, which
+// the refusal judges.
+func terminalOf(ctx context.Context, tx LoginTx, id opgate.TerminalID) (lifecycle.Terminal, error) {
+	t, err := tx.GetTerminal(ctx, id)
+	if errors.Is(err, opgate.ErrNotFound) {
+		return lifecycle.Terminal{}, nil
+	}
+	return t, err
 }
 
 // Audit reasons of refused logins (the data of login.failed events).
@@ -454,30 +476,31 @@ func reasonOf(err error) string {
 // complete finishes a login whose credential was right: the operator,
 // terminal, emergency state and second factor are checked, then the
 // session starts in the same transaction as the success event. judged is
-// the password hash a password was already judged against ("" if none).
-func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string, c Client, p policy.Policy, card *Card, signCount uint32, password *string, judged string) (Login, error) {
+// the password hash a password was already judged against ("" if none);
+// pre is what the caller has already read (nil: complete reads it).
+func (l *Logins) complete(ctx context.Context, op opgate.OperatorID, slot string, c Client, p policy.Policy, card *Card, signCount uint32, password *string, judged string, pre *loginRead) (Login, error) {
 	now := l.clk.Now()
-	var o lifecycle.Operator
-	var rec PasswordRecord
-	var t lifecycle.Terminal
-	err := l.cfg.DB.View(ctx, func(tx LoginTx) (err error) {
-		if o, err = tx.GetOperator(ctx, op); err != nil {
+	if pre == nil {
+		pre = &loginRead{}
+		err := l.cfg.DB.View(ctx, func(tx LoginTx) (err error) {
+			if pre.o, err = tx.GetOperator(ctx, op); err != nil {
+				return err
+			}
+			if pre.t, err = terminalOf(ctx, tx, c.TerminalID); err != nil {
+				return err
+			}
+			if pre.rec, err = tx.GetPassword(ctx, op); errors.Is(err, opgate.ErrNotFound) {
+				pre.rec, err = PasswordRecord{}, nil
+			}
 			return err
+		})
+		if err != nil {
+			l.abandon(ctx, op, slot)
+			return Login{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
-		if t, err = tx.GetTerminal(ctx, c.TerminalID); errors.Is(err, opgate.ErrNotFound) {
-			t, err = lifecycle.Terminal{}, nil
-		} else if err != nil {
-			return err
-		}
-		if rec, err = tx.GetPassword(ctx, op); errors.Is(err, opgate.ErrNotFound) {
-			rec, err = PasswordRecord{}, nil
-		}
-		return err
-	})
-	if err != nil {
-		l.abandon(ctx, op, slot)
-		return Login{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
+	o, rec, t := pre.o, pre.rec, pre.t
+	var err error
 	resource := "operator:" + string(op)
 	if card != nil {
 		resource = "card:" + string(card.ID)
