@@ -56,3 +56,25 @@ func reportBench(b *testing.B) storetest.ReportBench {
 func BenchmarkReviewOpen(b *testing.B) { storetest.BenchReviewOpen(b, reportBench) }
 
 func BenchmarkLedger(b *testing.B) { storetest.BenchLedger(b, reportBench, 100_000) }
+
+func TestGrantUsesCarriedOver(t *testing.T) {
+	url := testenv.PostgresURL(t)
+	old, err := postgres.OpenAt(t.Context(), url, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	storetest.GrantUsesCarriedOver(t, func(seq, at int64, typ, data string) error {
+		_, err := old.ExecContext(t.Context(), `INSERT INTO audit_events (seq, at, type, actor_id, operator_id, site_id, terminal_id, resource, reason, data, prev_hash, hash)
+			VALUES ($1, $2, $3, 'op-a', 'op-a', 'honcho', '', 'resident:R-1', '', $4, '\x00', '\x00')`, seq, at, typ, data)
+		return err
+	}, func() store.Store {
+		old.Close()
+		db, err := postgres.Open(t.Context(), url, postgres.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	})
+}

@@ -13,7 +13,12 @@ import (
 // open opens a store on a new file private to tb, closed when tb ends.
 func open(tb testing.TB) *sqlstore.DB {
 	tb.Helper()
-	db, err := sqlite.Open(tb.Context(), filepath.Join(tb.TempDir(), "opgate.db"))
+	return openFile(tb, filepath.Join(tb.TempDir(), "opgate.db"))
+}
+
+func openFile(tb testing.TB, path string) *sqlstore.DB {
+	tb.Helper()
+	db, err := sqlite.Open(tb.Context(), path)
 	if err != nil {
 		tb.Fatalf("open: %v", err)
 	}
@@ -56,3 +61,20 @@ func reportBench(b *testing.B) storetest.ReportBench {
 func BenchmarkReviewOpen(b *testing.B) { storetest.BenchReviewOpen(b, reportBench) }
 
 func BenchmarkLedger(b *testing.B) { storetest.BenchLedger(b, reportBench, 100_000) }
+
+func TestGrantUsesCarriedOver(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "opgate.db")
+	old, err := sqlite.OpenAt(t.Context(), path, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	storetest.GrantUsesCarriedOver(t, func(seq, at int64, typ, data string) error {
+		_, err := old.ExecContext(t.Context(), `INSERT INTO audit_events (seq, at, type, actor_id, operator_id, site_id, terminal_id, resource, reason, data, prev_hash, hash)
+			VALUES (?, ?, ?, 'op-a', 'op-a', 'honcho', '', 'resident:R-1', '', ?, x'00', x'00')`, seq, at, typ, data)
+		return err
+	}, func() store.Store {
+		old.Close()
+		return openFile(t, path)
+	})
+}

@@ -130,10 +130,26 @@ func testLastUses(t *testing.T, open func(*testing.T) Harness) {
 		_, err = tx.AppendAudit(ctx, audit.Event{Type: audit.SiteCreated, At: ts(4, 9, 0)})
 		return err
 	})
-	got := read(t, s, func(ctx context.Context, tx store.Tx) (map[opgate.GrantID]time.Time, error) {
-		return tx.LastUses(ctx, []opgate.GrantID{"g-1", "g-2", "g-3"})
+	lastUses := func() map[opgate.GrantID]time.Time {
+		return read(t, s, func(ctx context.Context, tx store.Tx) (map[opgate.GrantID]time.Time, error) {
+			return tx.LastUses(ctx, []opgate.GrantID{"g-1", "g-2", "g-3"})
+		})
+	}
+	diff(t, "LastUses", map[opgate.GrantID]time.Time{"g-1": ts(3, 9, 0), "g-2": ts(2, 10, 0)}, lastUses())
+	// A decision rolled back was never made; one recorded with an earlier
+	// time does not move a last use back, within a transaction or across.
+	use := func(ctx context.Context, tx store.Tx, g string, at time.Time) error {
+		_, err := tx.AppendAudit(ctx, decided(at, "op-a", siteA.ID, "resident:R-1", map[string]any{"allowed": true, "reason": "allowed", "grant_id": g}))
+		return err
+	}
+	refused := errors.New("refused")
+	wantErr(t, "rolled back", s.InTx(t.Context(), func(tx store.Tx) error {
+		return errors.Join(use(t.Context(), tx, "g-2", ts(9, 9, 0)), refused)
+	}), refused)
+	write(t, s, func(ctx context.Context, tx store.Tx) error {
+		return errors.Join(use(ctx, tx, "g-1", ts(2, 8, 0)), use(ctx, tx, "g-3", ts(6, 9, 0)), use(ctx, tx, "g-3", ts(5, 9, 0)))
 	})
-	diff(t, "LastUses", map[opgate.GrantID]time.Time{"g-1": ts(3, 9, 0), "g-2": ts(2, 10, 0)}, got)
+	diff(t, "LastUses", map[opgate.GrantID]time.Time{"g-1": ts(3, 9, 0), "g-2": ts(2, 10, 0), "g-3": ts(6, 9, 0)}, lastUses())
 }
 
 func testLedger(t *testing.T, open func(*testing.T) Harness) {

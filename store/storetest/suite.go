@@ -1803,6 +1803,9 @@ func testListAudit(t *testing.T, open func(*testing.T) Harness) {
 		ev(20, audit.OperatorIssued, "op-admin", "op-2", siteB.ID, "operator:op-2"),
 		ev(25, audit.GrantRevoked, "op-chief", "op-1", siteA.ID, "grant:g-1"),
 		ev(30, audit.PolicyChanged, "op-admin", "", "", "policy"),
+		// What someone did to themselves: the actor index leaves it to
+		// the operator index, and a query by actor must still find it.
+		ev(35, audit.PasswordChanged, "op-admin", "op-admin", "", "operator:op-admin"),
 	}
 	for _, e := range in {
 		write(t, s, func(ctx context.Context, tx store.Tx) error {
@@ -1819,16 +1822,20 @@ func testListAudit(t *testing.T, open func(*testing.T) Harness) {
 		filter audit.Filter
 		want   []int64
 	}{
-		{"no filter", audit.Filter{}, []int64{1, 2, 3, 4, 5, 6, 7}},
+		{"no filter", audit.Filter{}, []int64{1, 2, 3, 4, 5, 6, 7, 8}},
 		{"operator", audit.Filter{OperatorID: "op-1"}, []int64{1, 2, 3, 6}},
-		{"actor", audit.Filter{ActorID: "op-admin"}, []int64{1, 2, 5, 7}},
+		{"actor", audit.Filter{ActorID: "op-admin"}, []int64{1, 2, 5, 7, 8}},
+		{"actor, on themselves", audit.Filter{ActorID: "op-1"}, []int64{3}},
+		{"actor after seq limit", audit.Filter{ActorID: "op-admin", AfterSeq: 5, Limit: 1}, []int64{7}},
+		{"actor and type", audit.Filter{ActorID: "op-admin", Type: audit.PasswordChanged}, []int64{8}},
+		{"operator, actor, on themselves", audit.Filter{OperatorID: "op-admin", ActorID: "op-admin"}, []int64{8}},
 		{"type", audit.Filter{Type: audit.OperatorIssued}, []int64{1, 5}},
 		{"resource", audit.Filter{Resource: "grant:g-1"}, []int64{2, 6}},
 		{"site", audit.Filter{SiteID: siteB.ID}, []int64{4, 5}},
-		{"from, inclusive", audit.Filter{From: ts(2, 9, 10)}, []int64{3, 4, 5, 6, 7}},
+		{"from, inclusive", audit.Filter{From: ts(2, 9, 10)}, []int64{3, 4, 5, 6, 7, 8}},
 		{"to, exclusive", audit.Filter{To: ts(2, 9, 10)}, []int64{1, 2}},
 		{"from and to", audit.Filter{From: ts(2, 9, 5), To: ts(2, 9, 20)}, []int64{2, 3, 4}},
-		{"after seq", audit.Filter{AfterSeq: 5}, []int64{6, 7}},
+		{"after seq", audit.Filter{AfterSeq: 5}, []int64{6, 7, 8}},
 		{"limit", audit.Filter{Limit: 3}, []int64{1, 2, 3}},
 		{"operator and actor", audit.Filter{OperatorID: "op-1", ActorID: "op-admin"}, []int64{1, 2}},
 		{"operator after seq limit", audit.Filter{OperatorID: "op-1", AfterSeq: 2, Limit: 1}, []int64{3}},
@@ -1848,6 +1855,11 @@ func testListAudit(t *testing.T, open func(*testing.T) Harness) {
 			return list(t, audit.Filter{OperatorID: "op-1", AfterSeq: after, Limit: limit})
 		}, seq)
 		diff(t, "pages of op-1", []int64{1, 2, 3, 6}, ids(got, seq))
+		diff(t, "number of pages", 3, n)
+		got, n = pages(t, 2, func(after int64, limit int) []audit.Event {
+			return list(t, audit.Filter{ActorID: "op-admin", AfterSeq: after, Limit: limit})
+		}, seq)
+		diff(t, "pages of what op-admin did", []int64{1, 2, 5, 7, 8}, ids(got, seq))
 		diff(t, "number of pages", 3, n)
 	})
 }

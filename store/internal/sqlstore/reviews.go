@@ -4,10 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/opgate/opgate"
+	"github.com/opgate/opgate/audit"
 	"github.com/opgate/opgate/lifecycle"
 	"github.com/opgate/opgate/review"
 )
@@ -112,20 +114,65 @@ func (t *tx) UpdateReviewItem(ctx context.Context, it review.Item) error {
 		it.Decision, it.Reason, it.DecidedBy, micros(it.DecidedAt), it.ReviewID, it.ID)
 }
 
-// grantOfDecision is the grant an authz.decided event names, as the
-// decision-log index on it is written (migration 00006).
-func (db *DB) grantOfDecision() string {
-	if db.D.Name == "postgres" {
-		return `((NULLIF(data, '')::jsonb) ->> 'grant_id')`
-	}
-	return `json_extract(NULLIF(data, ''), '$.grant_id')`
+// grantUse is the latest decision in a flush naming one grant.
+type grantUse struct {
+	grant string
+	at    int64
 }
 
-// LastUses reads the last decision each grant allowed: the grants go in
-// as one JSON array, and each is one seek on the decision-log index by
-// (grant, time). (An IN list grouped by grant makes SQLite evaluate the
-// JSON path of every matching row, and a long UNION makes PostgreSQL plan
-// one subquery per grant.)
+// grantUses reads the grants the decisions among events name, each with
+// its latest time, in the order first named.
+func grantUses(events []audit.Event) []grantUse {
+	var out []grantUse
+	for _, e := range events {
+		if e.Type != audit.AuthzDecided || len(e.Data) == 0 {
+			continue
+		}
+		var d struct {
+			GrantID string `json:"grant_id"`
+		}
+		if json.Unmarshal(e.Data, &d) != nil || d.GrantID == "" {
+			continue
+		}
+		at := must(e.At)
+		i := slices.IndexFunc(out, func(u grantUse) bool { return u.grant == d.GrantID })
+		switch {
+		case i < 0:
+			out = append(out, grantUse{d.GrantID, at})
+		case at > out[i].at:
+			out[i].at = at
+		}
+	}
+	return out
+}
+
+// noteGrantUses keeps grant_last_use in step with the decisions being
+// written, in their transaction: it is what the history says, kept as one
+// row per grant rather than an index entry per decision (migration
+// 00008), and never moves back in time.
+func (t *tx) noteGrantUses(ctx context.Context, uses []grantUse) error {
+	for len(uses) > 0 {
+		n := min(len(uses), auditChunk)
+		var b strings.Builder
+		b.WriteString(`INSERT INTO grant_last_use (grant_id, at) VALUES `)
+		args := make([]any, 0, 2*n)
+		for i, u := range uses[:n] {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(?, ?)")
+			args = append(args, u.grant, u.at)
+		}
+		b.WriteString(` ON CONFLICT (grant_id) DO UPDATE SET at = CASE WHEN excluded.at > grant_last_use.at THEN excluded.at ELSE grant_last_use.at END`)
+		if _, err := t.exec(ctx, b.String(), args...); err != nil {
+			return err
+		}
+		uses = uses[n:]
+	}
+	return nil
+}
+
+// LastUses reads the last decision naming each grant.
 func (t *tx) LastUses(ctx context.Context, grants []opgate.GrantID) (map[opgate.GrantID]time.Time, error) {
 	out := make(map[opgate.GrantID]time.Time, len(grants))
 	if len(grants) == 0 {
@@ -136,20 +183,18 @@ func (t *tx) LastUses(ctx context.Context, grants []opgate.GrantID) (map[opgate.
 		list = `json_array_elements_text(CAST(? AS json)) AS g(value)`
 	}
 	ids, _ := json.Marshal(grants)
-	r, err := t.rows(ctx, `SELECT g.value, (SELECT MAX(at) FROM audit_events WHERE type = 'authz.decided' AND `+t.db.grantOfDecision()+` = g.value) FROM `+list, string(ids))
+	r, err := t.rows(ctx, `SELECT u.grant_id, u.at FROM `+list+` JOIN grant_last_use u ON u.grant_id = g.value`, string(ids))
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
 	for r.Next() {
 		var g string
-		var last sql.NullInt64
+		var last int64
 		if err := r.Scan(&g, &last); err != nil {
 			return nil, t.db.translate(err)
 		}
-		if last.Valid {
-			out[opgate.GrantID(g)] = at(last.Int64)
-		}
+		out[opgate.GrantID(g)] = at(last)
 	}
 	return out, t.db.translate(r.Err())
 }

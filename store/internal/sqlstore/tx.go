@@ -789,6 +789,7 @@ func (t *tx) flush(ctx context.Context) error {
 		}
 		t.headLocked = true
 	}
+	uses := grantUses(t.pending)
 	for len(t.pending) > 0 {
 		n := min(len(t.pending), auditChunk)
 		var b strings.Builder
@@ -811,6 +812,9 @@ func (t *tx) flush(ctx context.Context) error {
 		t.pending = t.pending[n:]
 	}
 	t.pending = nil
+	if err := t.noteGrantUses(ctx, uses); err != nil {
+		return err
+	}
 	_, err := t.exec(ctx, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, t.headSeq, t.headHash)
 	return err
 }
@@ -821,15 +825,28 @@ func (t *tx) ListAudit(ctx context.Context, f audit.Filter) ([]audit.Event, erro
 	}
 	var w where
 	w.addIf(f.OperatorID != "", "operator_id = ?", f.OperatorID)
-	w.addIf(f.ActorID != "", "actor_id = ?", f.ActorID)
 	w.addIf(f.Type != "", "type = ?", f.Type)
 	w.addIf(f.Resource != "", "resource = ?", f.Resource)
 	w.addIf(f.SiteID != "", "site_id = ?", f.SiteID)
 	w.addIf(!f.From.IsZero(), "at >= ?", must(f.From))
 	w.addIf(!f.To.IsZero(), "at < ?", must(f.To))
 	w.addIf(f.AfterSeq > 0, "seq > ?", f.AfterSeq)
-	w.args = append(w.args, limit(f.Limit))
-	r, err := t.rows(ctx, `SELECT `+eventCols+` FROM audit_events`+w.String()+` ORDER BY seq LIMIT ?`, w.args...)
+	n := limit(f.Limit)
+	if f.ActorID == "" {
+		r, err := t.rows(ctx, `SELECT `+eventCols+` FROM audit_events`+w.String()+` ORDER BY seq LIMIT ?`, append(w.args, n)...)
+		return collect(t, r, err, scanEvent)
+	}
+	// The actor index holds only what was done to someone else (migration
+	// 00008); what a person did to themselves is found by the operator
+	// index. Each half is cut at the page's length and the two merged.
+	others, self := w, w
+	others.conds = append(slices.Clip(w.conds), "actor_id = ?", "actor_id <> operator_id")
+	others.args = append(slices.Clip(w.args), f.ActorID, n)
+	self.conds = append(slices.Clip(w.conds), "operator_id = ?", "actor_id = operator_id")
+	self.args = append(slices.Clip(w.args), f.ActorID, n)
+	r, err := t.rows(ctx, `SELECT * FROM (SELECT `+eventCols+` FROM audit_events`+others.String()+` ORDER BY seq LIMIT ?) AS o
+		UNION ALL SELECT * FROM (SELECT `+eventCols+` FROM audit_events`+self.String()+` ORDER BY seq LIMIT ?) AS s ORDER BY seq LIMIT ?`,
+		append(append(others.args, self.args...), n)...)
 	return collect(t, r, err, scanEvent)
 }
 
