@@ -189,6 +189,15 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 	if got := other.Must(200, "POST", "/v1/authz/check", tok, check).Map(t); got["allowed"] != false || got["reason"] != "no_grant" {
 		t.Fatalf("after the revoke, on the other replica: %v", got)
 	}
+	// That replica still held the grant when the check began: the record
+	// is of the decision made, not of the one its index expected.
+	evs := s.Must(200, "GET", "/v1/audit/events?type=authz.decided&operator_id="+id, admin, nil).Map(t)["items"].([]any)
+	for i, want := range []map[string]any{{"allowed": true, "grant_id": g["grant_id"]}, {"allowed": false, "grant_id": nil}} {
+		data := evs[i].(map[string]any)["data"].(map[string]any)
+		if data["allowed"] != want["allowed"] || data["grant_id"] != want["grant_id"] {
+			t.Errorf("decision %d recorded as %v, want %v", i, data, want)
+		}
+	}
 
 	pending := s.Must(201, "POST", "/v1/operators/"+id+"/grants", admin, map[string]any{"role_id": "security_admin", "site_id": "*", "reason": "兼務"}).Map(t)
 	if pending["status"] != "pending_approval" {

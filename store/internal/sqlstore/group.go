@@ -183,6 +183,18 @@ func (g *grouper) run(batch []request) {
 			return
 		}
 	}
+	// No caller is undone past this point: the batch commits or fails
+	// whole. Releasing the outermost savepoint (and with it every later
+	// one) spares the history's writes below a copy of each page they
+	// touch into SQLite's statement journal, kept for a rollback to a
+	// savepoint that can no longer happen.
+	if t.firstSP != "" {
+		if _, err := sqltx.ExecContext(context.Background(), "RELEASE SAVEPOINT "+t.firstSP); err != nil {
+			_ = sqltx.Rollback()
+			fail(fmt.Errorf("group release: %w", err))
+			return
+		}
+	}
 	if err := t.flush(context.Background()); err != nil {
 		_ = sqltx.Rollback()
 		fail(err)
@@ -248,5 +260,8 @@ func (t *tx) beforeStatement() error {
 		return err
 	}
 	t.spTaken, t.lastSP = true, t.savepoint
+	if t.firstSP == "" {
+		t.firstSP = t.savepoint
+	}
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/opgate/opgate"
 	"github.com/opgate/opgate/audit"
 	"github.com/opgate/opgate/lifecycle"
@@ -128,17 +130,17 @@ func grantUses(events []audit.Event) []grantUse {
 		if e.Type != audit.AuthzDecided || len(e.Data) == 0 {
 			continue
 		}
-		var d struct {
-			GrantID string `json:"grant_id"`
-		}
-		if json.Unmarshal(e.Data, &d) != nil || d.GrantID == "" {
+		// A path lookup, not a decode: this runs on the committer every
+		// writer waits for, once per decision.
+		g := gjson.GetBytes(e.Data, "grant_id")
+		if g.Type != gjson.String || g.Str == "" {
 			continue
 		}
 		at := must(e.At)
-		i := slices.IndexFunc(out, func(u grantUse) bool { return u.grant == d.GrantID })
+		i := slices.IndexFunc(out, func(u grantUse) bool { return u.grant == g.Str })
 		switch {
 		case i < 0:
-			out = append(out, grantUse{d.GrantID, at})
+			out = append(out, grantUse{g.Str, at})
 		case at > out[i].at:
 			out[i].at = at
 		}

@@ -36,10 +36,11 @@ type tx struct {
 	pool       *sql.DB       // the pool the transaction came from
 
 	// Group commit: the savepoint of the function running now, whether it
-	// was taken, and its name.
+	// was taken, and its name; and the batch's first savepoint taken.
 	savepoint string
 	spTaken   bool
 	lastSP    string
+	firstSP   string
 	// grouped: the transaction is a batch's, shared by its callers.
 	grouped bool
 }
