@@ -57,6 +57,9 @@ func bulk(b *testing.B, h ReportBench, n, decisions int, site func(i string) str
 			series(decisions)+`INSERT INTO audit_events (seq, at, type, actor_id, operator_id, site_id, terminal_id, resource, reason, data, prev_hash, hash)
 				SELECT i, `+t0+` + i, 'authz.decided', 'OP-' || (100000000 + i % `+fmt.Sprint(n)+` + 1), 'OP-' || (100000000 + i % `+fmt.Sprint(n)+` + 1), 'site-0', 't', 'resident:R-' || i, 'allowed',
 				'{"allowed":true,"grant_id":"G-' || (100000000 + i % `+fmt.Sprint(n)+` + 1) || '","restricted":false}', `+blob+`, `+blob+` FROM s`,
+			// What the store keeps beside each decision it writes.
+			series(decisions)+`INSERT INTO grant_last_use (grant_id, at)
+				SELECT 'G-' || (100000000 + i % `+fmt.Sprint(n)+` + 1), MAX(`+t0+` + i) FROM s GROUP BY 1`,
 			fmt.Sprintf(`UPDATE audit_head SET seq = %d`, decisions))
 	}
 	for _, q := range stmts {
