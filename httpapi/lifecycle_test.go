@@ -384,6 +384,11 @@ func testExpiry(t *testing.T, r *rig) {
 	tok := r.token(t, e, "honcho", "admin-console")
 	r.must(t, 200, "GET", "/v1/me", tok, nil)
 	r.Clock.Set(until.Add(time.Second))
+	// Past its end the ID shows as expired at once, as the ledger shows it,
+	// before the sweep that ends its rights and records it has run.
+	if o := r.operator(t, e); o["status"] != "expired" {
+		t.Errorf("before the sweep: status %v, want expired", o["status"])
+	}
 	r.App.Sweep(t.Context(), until.Add(-time.Hour))
 
 	o := r.operator(t, e)

@@ -296,9 +296,15 @@ func (s *Service) ListOperators(ctx context.Context, a Actor, f OperatorFilter) 
 	return out, locks, err
 }
 
-// DisplayStatus is the status shown for an operator: "locked" while an
-// active operator's lock is in force.
+// DisplayStatus is the status shown for an operator: "expired" from the
+// end of an ID's validity, though the sweep that ends its rights and
+// records it may not have run yet (decisions already refuse it, and the
+// ledger shows it so too); "locked" while an active operator's lock is in
+// force.
 func DisplayStatus(o Operator, l Lock, now time.Time) Status {
+	if (o.Status == Active || o.Status == Suspended) && !o.ValidUntil.IsZero() && !now.Before(o.ValidUntil) {
+		return Expired
+	}
 	if o.Status == Active && l.Locked(now) {
 		return Locked
 	}
