@@ -234,12 +234,19 @@ func (a *App) Purge(ctx context.Context, before time.Time) (report.Purged, error
 func (a *App) Scheduler(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
+	a.Schedule(ctx, t.C)
+}
+
+// Schedule sweeps on every tick until ctx ends, each time on the window
+// since the last sweep that reconciled; the time is the App's clock, not
+// the tick's.
+func (a *App) Schedule(ctx context.Context, ticks <-chan time.Time) {
 	last := a.clk.Now().Add(-time.Minute)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-ticks:
 			now := a.clk.Now()
 			// A window whose tombstones could not all be written (the
 			// cache unreachable) is asked for again next time.
