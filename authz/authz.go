@@ -130,6 +130,11 @@ type Tx interface {
 	UseApproval(ctx context.Context, id string, op opgate.OperatorID, action opgate.Permission, site opgate.SiteID, decision string, at time.Time) (bool, error)
 	AppendAudit(ctx context.Context, e audit.Event) (audit.Event, error)
 	ListAudit(ctx context.Context, f audit.Filter) ([]audit.Event, error)
+	// AuthzEpoch reads a number that moves with every change of any
+	// operator's rights or of the roles, where the store can keep one
+	// cheaply (ok false where it cannot). Two equal readings mean nothing
+	// a decision depends on changed between them.
+	AuthzEpoch(ctx context.Context) (epoch int64, ok bool, err error)
 	// AuthzVersions reads, in one statement, the versions of op's rights
 	// and of the roles that this transaction sees.
 	AuthzVersions(ctx context.Context, op opgate.OperatorID) (Versions, error)
@@ -185,21 +190,41 @@ func (s *Service) LoadIndex(ctx context.Context) (operators int, err error) {
 }
 
 // fresh returns op's entry as tx sees it (nil when op does not exist):
-// from the index when its version is the one tx reads, else read again in
-// tx. publish installs what was read; call it only after tx committed.
+// from the index when the store's authz epoch is the one the entry and
+// the roles were read at, or when its version is the one tx reads; else
+// read again in tx. publish installs what was read; call it only after tx
+// committed.
 func (s *Service) fresh(ctx context.Context, tx Tx, op opgate.OperatorID) (e *entry, publish func(), err error) {
+	epoch, epochOK, err := tx.AuthzEpoch(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !epochOK {
+		epoch = 0 // never a tag
+	}
+	if rs := s.idx.roles.Load(); epoch != 0 && rs != nil && rs.epoch == epoch {
+		if cached, ok := s.idx.get(op); ok && cached.epoch == epoch {
+			return cached.withRoles(rs), func() {}, nil
+		}
+	}
 	v, err := tx.AuthzVersions(ctx, op)
 	if err != nil || !v.Found {
 		return nil, func() {}, err
 	}
 	rs := s.idx.roles.Load()
 	newRoles := false
-	if rs == nil || rs.version != v.Roles {
+	switch {
+	case rs == nil || rs.version != v.Roles:
 		list, err := tx.ListRoles(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
 		rs, newRoles = newRoleSet(v.Roles, list), true
+		rs.epoch = epoch
+	case rs.epoch != epoch:
+		c := *rs
+		c.epoch = epoch
+		rs, newRoles = &c, true
 	}
 	cached, ok := s.idx.get(op)
 	if ok && cached.version == v.Operator {
@@ -218,11 +243,13 @@ func (s *Service) fresh(ctx context.Context, tx Tx, op opgate.OperatorID) (e *en
 		}
 		e = s.idx.newEntry(OperatorState{ID: o.ID, Status: o.Status, ValidUntil: o.ValidUntil, Version: v.Operator}, gs, rs)
 	}
+	retag := e.epoch != epoch
+	e.epoch = epoch
 	return e, func() {
 		if newRoles {
 			s.idx.roles.Store(rs)
 		}
-		if e != &cached {
+		if e != &cached || retag {
 			s.idx.put(e)
 		}
 	}, nil

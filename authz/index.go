@@ -89,6 +89,9 @@ func permsOf(ps []opgate.Permission) permSet {
 type roleSet struct {
 	version int64
 	perms   map[opgate.RoleID]permSet
+	// epoch is the store's authz epoch this set was read or checked at,
+	// 0 when never.
+	epoch int64
 }
 
 func newRoleSet(version int64, rs []roles.Role) *roleSet {
@@ -159,6 +162,7 @@ type grantEntry struct {
 type entry struct {
 	id         opgate.OperatorID
 	version    int64
+	epoch      int64 // the store's authz epoch it was read or checked at, 0 when never
 	validUntil int64
 	rolesVer   int64   // the roles version perms were resolved against
 	any        permSet // every permission some grant's role gives

@@ -88,6 +88,11 @@ type Tx interface {
 	// ExpireGrants marks active grants whose valid_until has passed as
 	// expired and returns them.
 	ExpireGrants(ctx context.Context, now time.Time, limit int) ([]authz.Grant, error)
+	// AuthzEpoch reads the number every change of authorization state
+	// moves (every move of an operator's rights version or of the roles
+	// version), where one writer at a time lets a transaction read it once
+	// until it writes; ok is false where the store keeps none.
+	AuthzEpoch(ctx context.Context) (epoch int64, ok bool, err error)
 	// AuthzVersions reads the versions of op's rights (moved by the
 	// database on every write to its row's status, site or validity and to
 	// its grants) and of the roles (moved on every write to roles), in one

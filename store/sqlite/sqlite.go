@@ -27,6 +27,7 @@ var migrations embed.FS
 var dialect = sqlstore.Dialect{
 	Name:      "sqlite",
 	Prepare:   true,
+	OneWriter: true,
 	Translate: translate,
 	Retryable: func(err error) bool {
 		var se *sqlite.Error

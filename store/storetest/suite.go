@@ -2408,10 +2408,27 @@ func testAuthzVersions(t *testing.T, open func(*testing.T) Harness) {
 	if !a.Found || !b.Found {
 		t.Fatalf("AuthzVersions: %+v %+v, want found", a, b)
 	}
-	// step runs fn and reports which versions moved.
+	// epoch is the store's authz epoch, and whether it keeps one.
+	type epochRead struct {
+		n  int64
+		ok bool
+	}
+	epoch := func() epochRead {
+		t.Helper()
+		return read(t, s, func(ctx context.Context, tx store.Tx) (epochRead, error) {
+			n, ok, err := tx.AuthzEpoch(ctx)
+			return epochRead{n, ok}, err
+		})
+	}
+	// step runs fn and reports which versions moved; the epoch must move
+	// exactly when one of them does.
 	step := func(what string, fn func(ctx context.Context, tx store.Tx) error, wantA, wantB, wantRoles bool) {
 		t.Helper()
+		e0 := epoch()
 		write(t, s, fn)
+		if e1 := epoch(); e0.ok && (e1.n != e0.n) != (wantA || wantB || wantRoles) {
+			t.Errorf("%s: the authz epoch moved from %d to %d, want moved = %v", what, e0.n, e1.n, wantA || wantB || wantRoles)
+		}
 		na, nb := versions("op-a"), versions("op-b")
 		if moved := na.Operator != a.Operator; moved != wantA {
 			t.Errorf("%s: op-a's version moved = %v, want %v", what, moved, wantA)
@@ -2467,6 +2484,7 @@ func testAuthzVersions(t *testing.T, open func(*testing.T) Harness) {
 	}, false, false, true)
 
 	// Around the store: someone with database access.
+	e0 := epoch()
 	if err := h.Exec(t, `DELETE FROM grants WHERE grant_id = 'g-2'`); err != nil {
 		t.Fatalf("delete a grant directly: %v", err)
 	}
@@ -2479,22 +2497,38 @@ func testAuthzVersions(t *testing.T, open func(*testing.T) Harness) {
 	if na := versions("op-a"); na.Roles == a.Roles {
 		t.Errorf("a role updated directly left the roles version at %d", na.Roles)
 	}
+	if e1 := epoch(); e0.ok && e1.n == e0.n {
+		t.Errorf("changes made directly left the authz epoch at %d", e1.n)
+	}
 
-	// A rolled-back change leaves the version where it was.
+	// A rolled-back change leaves the version where it was. Inside the
+	// transaction, an epoch read before a write is not read again from
+	// memory after it.
 	a = versions("op-a")
+	e0 = epoch()
 	errRollback := errors.New("rollback")
 	err := s.InTx(t.Context(), func(tx store.Tx) error {
+		before, _, err := tx.AuthzEpoch(t.Context())
+		if err != nil {
+			return err
+		}
 		if err := tx.CreateGrant(t.Context(), authz.Grant{ID: "g-3", OperatorID: "op-a", RoleID: "viewer", SiteID: siteA.ID, Status: authz.Active, CreatedAt: ts(15, 0, 0)}); err != nil {
 			return err
 		}
 		if v, err := tx.AuthzVersions(t.Context(), "op-a"); err != nil || v.Operator == a.Operator {
 			t.Errorf("inside the transaction: %+v, %v; want a moved version", v, err)
 		}
+		if after, ok, err := tx.AuthzEpoch(t.Context()); err != nil || ok && after == before {
+			t.Errorf("inside the transaction the epoch read %d before a grant and %d after (%v)", before, after, err)
+		}
 		return errRollback
 	})
 	wantErr(t, "InTx", err, errRollback)
 	if na := versions("op-a"); na.Operator != a.Operator {
 		t.Errorf("after a rollback op-a's version is %d, want %d", na.Operator, a.Operator)
+	}
+	if e1 := epoch(); e1 != e0 {
+		t.Errorf("after a rollback the authz epoch is %+v, want %+v", e1, e0)
 	}
 }
 

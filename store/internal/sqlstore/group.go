@@ -240,6 +240,7 @@ func (t *tx) mark() txMark {
 
 // undo rolls one caller's work back to its savepoint.
 func (t *tx) undo(ctx context.Context, m txMark) error {
+	t.epochOK = false
 	if t.spTaken {
 		if _, err := t.tx.ExecContext(context.Background(), "ROLLBACK TO SAVEPOINT "+t.lastSP); err != nil {
 			return err

@@ -46,6 +46,10 @@ type Dialect struct {
 	// Retryable reports errors after which the whole transaction may be run
 	// again (deadlocks, serialisation failures, a busy database).
 	Retryable func(error) bool
+	// OneWriter: a write transaction excludes every other writer until it
+	// ends, so what it reads stays true until it writes (the authz epoch
+	// is read once per batch).
+	OneWriter bool
 }
 
 // DB is a store on database/sql. Writes go through W; reads outside a write

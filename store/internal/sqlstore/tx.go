@@ -43,6 +43,10 @@ type tx struct {
 	firstSP   string
 	// grouped: the transaction is a batch's, shared by its callers.
 	grouped bool
+	// The authz epoch this transaction read, while nothing it wrote since
+	// could have moved it (Dialect.OneWriter).
+	epoch   int64
+	epochOK bool
 }
 
 // stmtCtx is the context a statement runs under. In a batch it is the
@@ -93,6 +97,7 @@ func (t *tx) skipLocked() string {
 
 func (t *tx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	ctx = t.stmtCtx(ctx)
+	t.epochOK = false
 	if err := t.beforeStatement(); err != nil {
 		return nil, t.db.translate(err)
 	}
@@ -122,6 +127,7 @@ func (t *tx) execOne(ctx context.Context, query string, args ...any) error {
 
 func (t *tx) row(ctx context.Context, query string, args ...any) *sql.Row {
 	ctx = t.stmtCtx(ctx)
+	t.mayWrite(query)
 	// A failed savepoint leaves the transaction aborted: the query then
 	// fails too, and its error reaches the caller through Scan.
 	_ = t.beforeStatement()
@@ -133,6 +139,7 @@ func (t *tx) row(ctx context.Context, query string, args ...any) *sql.Row {
 
 func (t *tx) rows(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	ctx = t.stmtCtx(ctx)
+	t.mayWrite(query)
 	if err := t.beforeStatement(); err != nil {
 		return nil, t.db.translate(err)
 	}
@@ -534,6 +541,32 @@ func (t *tx) ListGrants(ctx context.Context, f authz.GrantFilter) ([]authz.Grant
 }
 
 // ---- decision index
+
+// mayWrite forgets the authz epoch read unless query only reads (an
+// UPDATE … RETURNING goes through rows too).
+func (t *tx) mayWrite(query string) {
+	if !strings.HasPrefix(query, "SELECT ") {
+		t.epochOK = false
+	}
+}
+
+// AuthzEpoch reads the number that every change of authorization state
+// moves, where one writer at a time makes it meaningful (SQLite): a batch
+// of decisions reads it once, until one of its callers writes or is
+// rolled back. Elsewhere it reports ok false, and decisions read their
+// versions.
+func (t *tx) AuthzEpoch(ctx context.Context) (epoch int64, ok bool, err error) {
+	if !t.db.D.OneWriter {
+		return 0, false, nil
+	}
+	if !t.epochOK {
+		if err := t.row(ctx, `SELECT epoch FROM authz_epoch WHERE id = 1`).Scan(&t.epoch); err != nil {
+			return 0, false, t.db.translate(err)
+		}
+		t.epochOK = true
+	}
+	return t.epoch, true, nil
+}
 
 func (t *tx) AuthzVersions(ctx context.Context, op opgate.OperatorID) (authz.Versions, error) {
 	var v authz.Versions
