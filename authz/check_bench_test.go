@@ -21,9 +21,10 @@ import (
 // BenchmarkCheckDurable is the decision point as the server runs it, less
 // HTTP: 32 callers at once, each decision checked against the store (its
 // versions, or on SQLite its authz epoch) and recorded in the history
-// before it returns, with group commit. Its baseline, in the same run, is the floor of that record: the
-// same callers appending an authz.decided event of the same shape, each
-// in a transaction of its own, with nothing to decide or read.
+// before it returns, with group commit. Its baseline, in the same run, is
+// the floor of that record: the same callers appending an authz.decided
+// event of the same shape, each in a transaction of its own, with nothing
+// to decide or read.
 func BenchmarkCheckDurable(b *testing.B) {
 	b.Run("sqlite", func(b *testing.B) {
 		db, err := sqlite.Open(b.Context(), b.TempDir()+"/opgate.db")
