@@ -2500,6 +2500,16 @@ func testAuthzVersions(t *testing.T, open func(*testing.T) Harness) {
 	if e1 := epoch(); e0.ok && e1.n == e0.n {
 		t.Errorf("changes made directly left the authz epoch at %d", e1.n)
 	}
+	write(t, s, func(ctx context.Context, tx store.Tx) error {
+		return tx.CreateOperator(ctx, operator("op-gone", "S-0999", siteA.ID, lifecycle.Active))
+	})
+	e0 = epoch()
+	if err := h.Exec(t, `DELETE FROM operators WHERE operator_id = 'op-gone'`); err != nil {
+		t.Fatalf("delete an operator directly: %v", err)
+	}
+	if e1 := epoch(); e0.ok && e1.n == e0.n {
+		t.Errorf("an operator deleted directly left the authz epoch at %d", e1.n)
+	}
 
 	// A rolled-back change leaves the version where it was. Inside the
 	// transaction, an epoch read before a write is not read again from

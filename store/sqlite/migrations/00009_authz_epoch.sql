@@ -23,8 +23,16 @@ BEGIN
     UPDATE authz_epoch SET epoch = epoch + 1 WHERE id = 1;
 END;
 -- +goose StatementEnd
+-- An operator's row removed by hand takes its version with it.
+-- +goose StatementBegin
+CREATE TRIGGER operators_delete_authz_epoch AFTER DELETE ON operators
+BEGIN
+    UPDATE authz_epoch SET epoch = epoch + 1 WHERE id = 1;
+END;
+-- +goose StatementEnd
 
 -- +goose Down
+DROP TRIGGER operators_delete_authz_epoch;
 DROP TRIGGER roles_authz_epoch;
 DROP TRIGGER operators_authz_epoch;
 DROP TABLE authz_epoch;
