@@ -1630,10 +1630,14 @@ func testListOperators(t *testing.T, open func(*testing.T) Harness) {
 		operator("op-05", "S01", siteB.ID, lifecycle.Retired),
 		operator("op-06", "S06", siteA.ID, lifecycle.Active),
 		operator("op-07", "S07", siteA.ID, lifecycle.Active),
+		operator("op-08", "S08", siteA.ID, lifecycle.Suspended),
+		operator("op-09", "S09", siteA.ID, lifecycle.Expired),
 	}
+	// Past their end on day 3, before any sweep: shown as expired from then.
+	all[6].ValidUntil, all[7].ValidUntil = ts(3, 0, 0), ts(3, 0, 0)
 	write(t, s, func(ctx context.Context, tx store.Tx) error {
 		errs := []error{tx.CreateSite(ctx, siteA), tx.CreateSite(ctx, siteB)}
-		for _, i := range []int{6, 2, 0, 4, 1, 3, 5} { // not in ID order
+		for _, i := range []int{6, 2, 8, 0, 4, 1, 7, 3, 5} { // not in ID order
 			errs = append(errs, tx.CreateOperator(ctx, all[i]))
 		}
 		return errors.Join(errs...)
@@ -1647,13 +1651,17 @@ func testListOperators(t *testing.T, open func(*testing.T) Harness) {
 		filter lifecycle.OperatorFilter
 		want   []opgate.OperatorID
 	}{
-		{"no filter", lifecycle.OperatorFilter{}, []opgate.OperatorID{"op-01", "op-02", "op-03", "op-04", "op-05", "op-06", "op-07"}},
-		{"site", lifecycle.OperatorFilter{SiteID: siteA.ID}, []opgate.OperatorID{"op-01", "op-03", "op-04", "op-06", "op-07"}},
-		{"status", lifecycle.OperatorFilter{Status: lifecycle.Active}, []opgate.OperatorID{"op-01", "op-02", "op-06", "op-07"}},
-		{"site and status", lifecycle.OperatorFilter{SiteID: siteA.ID, Status: lifecycle.Active}, []opgate.OperatorID{"op-01", "op-06", "op-07"}},
+		{"no filter", lifecycle.OperatorFilter{}, []opgate.OperatorID{"op-01", "op-02", "op-03", "op-04", "op-05", "op-06", "op-07", "op-08", "op-09"}},
+		{"site", lifecycle.OperatorFilter{SiteID: siteA.ID}, []opgate.OperatorID{"op-01", "op-03", "op-04", "op-06", "op-07", "op-08", "op-09"}},
+		{"status", lifecycle.OperatorFilter{Status: lifecycle.Active, At: ts(2, 0, 0)}, []opgate.OperatorID{"op-01", "op-02", "op-06", "op-07"}},
+		{"site and status", lifecycle.OperatorFilter{SiteID: siteA.ID, Status: lifecycle.Active, At: ts(2, 0, 0)}, []opgate.OperatorID{"op-01", "op-06", "op-07"}},
+		{"active, once an ID has ended", lifecycle.OperatorFilter{Status: lifecycle.Active, At: ts(3, 0, 0)}, []opgate.OperatorID{"op-01", "op-02", "op-06"}},
+		{"suspended, once an ID has ended", lifecycle.OperatorFilter{Status: lifecycle.Suspended, At: ts(3, 0, 0)}, []opgate.OperatorID{"op-03"}},
+		{"expired, before the ends", lifecycle.OperatorFilter{Status: lifecycle.Expired, At: ts(2, 0, 0)}, []opgate.OperatorID{"op-09"}},
+		{"expired, once the IDs have ended", lifecycle.OperatorFilter{Status: lifecycle.Expired, At: ts(3, 0, 0)}, []opgate.OperatorID{"op-07", "op-08", "op-09"}},
 		{"staff number", lifecycle.OperatorFilter{StaffNumber: "S01"}, []opgate.OperatorID{"op-01", "op-05"}},
 		{"staff number and status", lifecycle.OperatorFilter{StaffNumber: "S01", Status: lifecycle.Retired}, []opgate.OperatorID{"op-05"}},
-		{"after", lifecycle.OperatorFilter{After: "op-03"}, []opgate.OperatorID{"op-04", "op-05", "op-06", "op-07"}},
+		{"after", lifecycle.OperatorFilter{After: "op-03"}, []opgate.OperatorID{"op-04", "op-05", "op-06", "op-07", "op-08", "op-09"}},
 		{"limit", lifecycle.OperatorFilter{Limit: 3}, []opgate.OperatorID{"op-01", "op-02", "op-03"}},
 		{"site after limit", lifecycle.OperatorFilter{SiteID: siteA.ID, After: "op-01", Limit: 2}, []opgate.OperatorID{"op-03", "op-04"}},
 		{"unknown site", lifecycle.OperatorFilter{SiteID: "site-x"}, nil},
@@ -1670,8 +1678,8 @@ func testListOperators(t *testing.T, open func(*testing.T) Harness) {
 		got, n := pages(t, 2, func(after opgate.OperatorID, limit int) []lifecycle.Operator {
 			return list(t, lifecycle.OperatorFilter{SiteID: siteA.ID, After: after, Limit: limit})
 		}, id)
-		diff(t, "pages of site-a", []opgate.OperatorID{"op-01", "op-03", "op-04", "op-06", "op-07"}, ids(got, id))
-		diff(t, "number of pages", 3, n)
+		diff(t, "pages of site-a", []opgate.OperatorID{"op-01", "op-03", "op-04", "op-06", "op-07", "op-08", "op-09"}, ids(got, id))
+		diff(t, "number of pages", 4, n)
 	})
 }
 

@@ -368,17 +368,25 @@ func (t *tx) ListOperators(ctx context.Context, f lifecycle.OperatorFilter) ([]l
 		w.args = append(w.args, strings.ToUpper(esc)+"%", strings.ToUpper(esc)+"%", "%"+esc+"%")
 	}
 	w.addIf(f.After != "", "operator_id > ?", f.After)
+	// Statuses as shown (lifecycle.DisplayStatus) at f.At: an ID past its
+	// end is expired before the sweep records it, and "locked" is an
+	// active operator whose lock is in force.
+	const current = "(valid_until IS NULL OR valid_until > ?)"
 	switch f.Status {
 	case "":
 	case lifecycle.Locked:
-		// "locked" is shown, not stored: active operators whose lock is
-		// in force at f.At.
 		w.add("status = ?", lifecycle.Active)
+		w.add(current, must(f.At))
 		w.add("operator_id IN (SELECT operator_id FROM login_locks WHERE permanent OR locked_until > ?)", must(f.At))
 	case lifecycle.Active:
-		// Active as shown: not locked.
 		w.add("status = ?", lifecycle.Active)
+		w.add(current, must(f.At))
 		w.add("operator_id NOT IN (SELECT operator_id FROM login_locks WHERE permanent OR locked_until > ?)", must(f.At))
+	case lifecycle.Suspended:
+		w.add("status = ?", lifecycle.Suspended)
+		w.add(current, must(f.At))
+	case lifecycle.Expired:
+		w.add("(status = 'expired' OR status IN ('active', 'suspended') AND NOT "+current+")", must(f.At))
 	default:
 		w.add("status = ?", f.Status)
 	}
