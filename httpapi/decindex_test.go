@@ -173,13 +173,6 @@ func TestDecisionIndexRacingRevoke(t *testing.T) {
 				if n := bad.Load(); n > 0 {
 					t.Fatalf("%s: %d decisions begun after the revoke returned allowed", op, n)
 				}
-				if b.Postgres {
-					// Not held there: a decision made on the rights as they
-					// were before a concurrent revoke committed may land in
-					// the history after it, since batches commit side by
-					// side (see README, known gaps).
-					continue
-				}
 				// In the history, no decision after the revoke allows.
 				var evs []audit.Event
 				if err := s.App.Store.View(ctx, func(tx store.Tx) (err error) {

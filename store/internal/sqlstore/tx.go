@@ -576,8 +576,30 @@ func (t *tx) AuthzEpoch(ctx context.Context) (epoch int64, ok bool, err error) {
 	return t.epoch, true, nil
 }
 
+// lockHead takes the chain head's lock for the rest of the transaction.
+func (t *tx) lockHead(ctx context.Context) error {
+	if t.headLocked {
+		return nil
+	}
+	if err := t.row(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`+t.forUpdate()).Scan(&t.headSeq, &t.headHash); err != nil {
+		return t.db.translate(err)
+	}
+	t.headLocked = true
+	return nil
+}
+
 func (t *tx) AuthzVersions(ctx context.Context, op opgate.OperatorID) (authz.Versions, error) {
 	var v authz.Versions
+	if !t.readOnly && !t.db.D.OneWriter {
+		// Where batches commit side by side (PostgreSQL), a decision reads
+		// the versions under the chain head's lock: every change of
+		// rights appends its event under that lock, so none can commit
+		// between this read and this transaction's commit, and a decision
+		// is never recorded after a change it did not see.
+		if err := t.lockHead(ctx); err != nil {
+			return v, err
+		}
+	}
 	var opv sql.NullInt64
 	err := t.row(ctx, `SELECT (SELECT version FROM authz_roles_version WHERE id = 1), (SELECT authz_version FROM operators WHERE operator_id = ?)`, op).
 		Scan(&v.Roles, &opv)
@@ -825,11 +847,8 @@ func (t *tx) flush(ctx context.Context) error {
 	if len(t.pending) == 0 {
 		return nil
 	}
-	if !t.headLocked {
-		if err := t.row(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`+t.forUpdate()).Scan(&t.headSeq, &t.headHash); err != nil {
-			return t.db.translate(err)
-		}
-		t.headLocked = true
+	if err := t.lockHead(ctx); err != nil {
+		return err
 	}
 	uses := grantUses(t.pending)
 	for len(t.pending) > 0 {
