@@ -3,10 +3,8 @@ package postgres
 import (
 	"context"
 	"database/sql"
-	"io/fs"
 
 	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
 )
 
 // OpenAt opens the database at url migrated only up to version, as an
@@ -17,11 +15,7 @@ func OpenAt(ctx context.Context, url string, version int64) (*sql.DB, error) {
 		return nil, err
 	}
 	db := stdlib.OpenDB(*cfg)
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return nil, err
-	}
-	p, err := goose.NewProvider(goose.DialectPostgres, db, sub)
+	p, err := provider(db)
 	if err == nil {
 		_, err = p.UpTo(ctx, version)
 	}

@@ -3,9 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"io/fs"
-
-	"github.com/pressly/goose/v3"
 )
 
 // OpenAt opens path as a database migrated only up to version, as an
@@ -15,11 +12,7 @@ func OpenAt(ctx context.Context, path string, version int64) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return nil, err
-	}
-	p, err := goose.NewProvider(goose.DialectSQLite3, db, sub)
+	p, err := provider(db)
 	if err == nil {
 		_, err = p.UpTo(ctx, version)
 	}
