@@ -70,7 +70,7 @@ func (db *DB) Ledger(ctx context.Context, site opgate.SiteID, now time.Time, fn 
 	grants := db.jsonRows(`grants g WHERE g.operator_id = o.operator_id AND g.status IN ('active', 'pending_approval')`, `grant_id`,
 		"g", "grant_id", "r", "role_id", "si", "site_id", "st", "status", "b", "granted_by", "f", "valid_from", "u", "valid_until")
 	q := `SELECT o.operator_id, o.staff_number, o.name, o.site_id, o.employment_type,
-		CASE WHEN o.status IN ('active', 'suspended') AND o.valid_until IS NOT NULL AND o.valid_until <= ? THEN 'expired'
+		CASE WHEN ` + idEnded("o.") + ` THEN 'expired'
 			WHEN o.status = 'active' AND l.operator_id IS NOT NULL AND (l.permanent OR l.locked_until > ?) THEN 'locked' ELSE o.status END,
 		o.issued_at, o.valid_until, o.last_login_at, p.expires_at, ` + cards + `, ` + grants + `
 		FROM operators o LEFT JOIN login_locks l ON l.operator_id = o.operator_id LEFT JOIN passwords p ON p.operator_id = o.operator_id`

@@ -371,7 +371,7 @@ func (t *tx) ListOperators(ctx context.Context, f lifecycle.OperatorFilter) ([]l
 	// Statuses as shown (lifecycle.DisplayStatus) at f.At: an ID past its
 	// end is expired before the sweep records it, and "locked" is an
 	// active operator whose lock is in force.
-	const current = "(valid_until IS NULL OR valid_until > ?)"
+	current := "NOT (" + idEnded("") + ")"
 	switch f.Status {
 	case "":
 	case lifecycle.Locked:
@@ -386,13 +386,21 @@ func (t *tx) ListOperators(ctx context.Context, f lifecycle.OperatorFilter) ([]l
 		w.add("status = ?", lifecycle.Suspended)
 		w.add(current, must(f.At))
 	case lifecycle.Expired:
-		w.add("(status = 'expired' OR status IN ('active', 'suspended') AND NOT "+current+")", must(f.At))
+		w.add("(status = 'expired' OR "+idEnded("")+")", must(f.At))
 	default:
 		w.add("status = ?", f.Status)
 	}
 	w.args = append(w.args, limit(f.Limit))
 	r, err := t.rows(ctx, `SELECT `+operatorCols+` FROM operators`+w.String()+` ORDER BY operator_id LIMIT ?`, w.args...)
 	return collect(t, r, err, scanOperator)
+}
+
+// idEnded is the condition of an ID past its end at the bound instant,
+// shown as expired though still stored active or suspended: the rule of
+// lifecycle.DisplayStatus, for the operators table under alias (with its
+// dot, or "").
+func idEnded(alias string) string {
+	return alias + "status IN ('active', 'suspended') AND " + alias + "valid_until IS NOT NULL AND " + alias + "valid_until <= ?"
 }
 
 func (t *tx) LocksOf(ctx context.Context, ids []opgate.OperatorID) (map[opgate.OperatorID]lifecycle.Lock, error) {
