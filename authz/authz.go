@@ -136,7 +136,9 @@ type Tx interface {
 	// a decision depends on changed between them.
 	AuthzEpoch(ctx context.Context) (epoch int64, ok bool, err error)
 	// AuthzVersions reads, in one statement, the versions of op's rights
-	// and of the roles that this transaction sees.
+	// and of the roles that this transaction sees; in a write transaction
+	// no change of them can commit between this read and its commit, so a
+	// decision is never recorded after a change it did not see.
 	AuthzVersions(ctx context.Context, op opgate.OperatorID) (Versions, error)
 	// LoadAuthz reads what every decision reads, at once. Each version is
 	// read before the rows it stands for, so that no entry is ever tagged

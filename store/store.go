@@ -96,7 +96,9 @@ type Tx interface {
 	// AuthzVersions reads the versions of op's rights (moved by the
 	// database on every write to its row's status, site or validity and to
 	// its grants) and of the roles (moved on every write to roles), in one
-	// statement.
+	// statement. In a write transaction where writers commit side by side
+	// (PostgreSQL) it first takes the chain head's lock, so that no change
+	// of rights commits between this read and the transaction's commit.
 	AuthzVersions(ctx context.Context, op opgate.OperatorID) (authz.Versions, error)
 	// LoadAuthz reads every operator's status, validity and version, every
 	// active grant and every role, each version before what it stands for.
